@@ -1,0 +1,1 @@
+//! One module per `toxdrift` subcommand: each has an `Args` struct (clap) and a `run` function.

@@ -1,0 +1,44 @@
+//! The facade's error type and the CLI's exit codes.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the facade and the CLI.
+///
+/// Each variant wraps one crate's error or names the file at fault; [`Error::exit_code`]
+/// tells bad input (exit code 2) from an internal failure (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The user's input is wrong: a flag, a file's content, a study file.
+    #[error("{0}")]
+    BadInput(String),
+    /// An I/O failure on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for bad input, 1 for anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::BadInput(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The facade's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,17 @@
+//! toxdrift: did this fine-tune make the model more toxic, and is the difference real?
+//!
+//! The facade re-exports the workspace crates:
+//! - [`toxprompts`]: the 2,400-prompt set of Hawkins et al. (2024);
+//! - [`gen_engine`]: batched greedy generation for Llama, Gemma, Gemma-2 and Phi-3;
+//! - [`lora_train`]: LoRA fine-tuning with the authors' recipe;
+//! - [`hate_classifier`]: the RoBERTa hate-speech scorer;
+//! - [`best_mcmc`]: BEST by MCMC and the toxic-rate comparison.
+#![deny(missing_docs)]
+
+pub mod error;
+
+pub use best_mcmc;
+pub use gen_engine;
+pub use hate_classifier;
+pub use lora_train;
+pub use toxprompts;
