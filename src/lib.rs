@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod io;
 
 pub use best_mcmc;
 pub use gen_engine;
