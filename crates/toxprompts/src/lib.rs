@@ -1,4 +1,81 @@
-//! `toxprompts`: Prompt sets for toxicity studies: RealToxicityPrompts, CEB-Continuation-T and custom JSONL, seeded sampling.
+//! `toxprompts`: the prompt sets of toxicity studies — RealToxicityPrompts, CEB-Continuation-T and
+//! custom prompt JSONL — with seeded, platform-independent sampling.
 //!
-//! This crate is part of [toxdrift](https://github.com/toxdrift/toxdrift); its API lands with its own issue.
+//! - [`RtpReader`] / [`load_rtp`]: RealToxicityPrompts rows from plain or gzip JSONL, streamed;
+//!   `null` scores are `None`.
+//! - [`CebSet`]: the four CEB-Continuation-T files (a directory or explicit paths).
+//! - [`PromptSetParams`]: the builder of Hawkins et al. (2024) — 1,000 uniform random RTP prompts,
+//!   1,000 with `prompt.severe_toxicity > 0.75`, 100 per CEB axis — every count, the threshold and
+//!   the seed configurable; [`rng`] documents the exact sampling.
+//! - [`PromptRecord`], [`read_prompts`], [`write_prompts`]: the prompts JSONL every later stage
+//!   reads; ids encode subset and source row (`rtp-severe-000017` is row 17 of the RTP file).
+//! - [`hub`]: files from the Hugging Face hub through the shared cache, honouring
+//!   `HF_HUB_OFFLINE`.
+//!
+//! Bad input never panics: each loader either fails with an error naming the file and line
+//! ([`Error::Record`]) or, with [`OnBadRecord::Skip`], skips and counts bad records.
+//!
+//! ```
+//! use std::path::Path;
+//! use toxprompts::{CebSet, OnBadRecord, PromptSetParams};
+//!
+//! let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/samples");
+//! let ceb = CebSet::from_dir(samples.join("CEB-Continuation-T"), OnBadRecord::Fail)?;
+//! let set = PromptSetParams::default()
+//!     .random(50)
+//!     .severe(20)
+//!     .per_axis(10)
+//!     .seed(42)
+//!     .build(Some(&samples.join("rtp/prompts.jsonl")), Some(&ceb))?;
+//! assert_eq!(set.prompts.len(), 50 + 20 + 4 * 10);
+//! assert!(set.prompts.iter().any(|p| p.id.starts_with("rtp-severe-")));
+//! let jsonl = set.to_jsonl(); // write it with an atomic rename
+//! # let _ = jsonl;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
+
+pub mod ceb;
+mod error;
+pub mod hub;
+mod jsonl;
+pub mod prompts;
+pub mod rng;
+pub mod rtp;
+mod set;
+
+pub use ceb::{CebAxis, CebFile, CebRecord, CebSet, load_ceb_file, parse_ceb_slice};
+pub use error::{Error, Problem, Result};
+pub use jsonl::{LoadReport, Loaded, OnBadRecord, Skipped};
+pub use prompts::{
+    CebSource, DEFAULT_SUBSET, PromptRecord, RtpSource, prompts_to_jsonl, read_prompts,
+    read_prompts_from, write_prompts,
+};
+pub use rtp::{RtpReader, RtpRow, RtpText, Scores, load_rtp};
+pub use set::{BuildReport, CheckedPromptSetParams, PromptSet, PromptSetParams};
+
+use hub::{CEB_DIR, CEB_REPO, Hub, HubRepo, RTP_FILE, RTP_REPO};
+use std::path::PathBuf;
+
+/// The local path of RealToxicityPrompts' `prompts.jsonl` at `revision` (`None`: `main`), from the
+/// hub cache or downloaded into it.
+pub fn rtp_from_hub(hub: &Hub, revision: Option<&str>) -> Result<PathBuf> {
+    let mut repo = HubRepo::dataset(RTP_REPO)?;
+    if let Some(r) = revision {
+        repo = repo.with_revision(r)?;
+    }
+    Ok(hub.get(&repo, RTP_FILE)?)
+}
+
+/// The local paths of the four CEB-Continuation-T files of `Song-SW/CEB` at `revision`
+/// (`None`: `main`), from the hub cache or downloaded into it; feed them to [`CebSet::from_files`].
+pub fn ceb_from_hub(hub: &Hub, revision: Option<&str>) -> Result<Vec<PathBuf>> {
+    let mut repo = HubRepo::dataset(CEB_REPO)?;
+    if let Some(r) = revision {
+        repo = repo.with_revision(r)?;
+    }
+    CebAxis::ALL
+        .iter()
+        .map(|a| Ok(hub.get(&repo, &format!("{CEB_DIR}/{}", a.file_name()))?))
+        .collect()
+}

@@ -1,0 +1,207 @@
+#![cfg(unix)]
+//! Hub resolution against a temporary directory laid out like the Hugging Face cache
+//! (`datasets--owner--name/{blobs,snapshots/<commit>,refs/<rev>}`), with no network: offline
+//! lookups, revisions, commit hashes, dangling links, clear errors, and a prompt set built from
+//! the cached RTP and CEB files.
+
+use std::path::{Path, PathBuf};
+use toxprompts::hub::{Hub, HubError, HubRepo, Location, RepoKind};
+use toxprompts::{CebSet, OnBadRecord, PromptSetParams, ceb_from_hub, rtp_from_hub};
+
+const MAIN: &str = "1111111111111111111111111111111111111111";
+const V1: &str = "2222222222222222222222222222222222222222";
+
+fn samples() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/samples"
+    ))
+}
+
+/// Puts `src` into the cache as Python does: the bytes in `blobs/<name>`, a relative symlink in
+/// `snapshots/<commit>/<file>`.
+fn put(cache: &Path, folder: &str, commit: &str, file: &str, src: &Path) {
+    let root = cache.join(folder);
+    let blob = root
+        .join("blobs")
+        .join(format!("{commit}-{}", file.replace('/', "_")));
+    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    std::fs::copy(src, &blob).unwrap();
+    let link = root.join("snapshots").join(commit).join(file);
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    let depth = file.split('/').count() + 1;
+    let target = PathBuf::from("../".repeat(depth))
+        .join("blobs")
+        .join(blob.file_name().unwrap());
+    std::os::unix::fs::symlink(target, &link).unwrap();
+}
+
+fn set_ref(cache: &Path, folder: &str, rev: &str, commit: &str) {
+    let path = cache.join(folder).join("refs").join(rev);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, commit).unwrap();
+}
+
+fn fake_cache() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path();
+    let rtp = "datasets--allenai--real-toxicity-prompts";
+    put(
+        c,
+        rtp,
+        MAIN,
+        "prompts.jsonl",
+        &samples().join("rtp/prompts.jsonl"),
+    );
+    set_ref(c, rtp, "main", MAIN);
+    let ceb = "datasets--Song-SW--CEB";
+    for f in ["race", "gender", "age", "religion"] {
+        let src = samples().join(format!("CEB-Continuation-T/{f}.json"));
+        put(
+            c,
+            ceb,
+            MAIN,
+            &format!("data/CEB-Continuation-T/{f}.json"),
+            &src,
+        );
+    }
+    // A tagged older revision holding only race.json.
+    put(
+        c,
+        ceb,
+        V1,
+        "data/CEB-Continuation-T/race.json",
+        &samples().join("CEB-Continuation-T/race.json"),
+    );
+    set_ref(c, ceb, "main", MAIN);
+    // Python writes refs without a newline; tolerate one anyway.
+    set_ref(c, ceb, "v1", &format!("{V1}\n"));
+    dir
+}
+
+#[test]
+fn offline_lookup_through_refs_and_snapshots() {
+    let cache = fake_cache();
+    let hub = Hub::with_cache_dir(cache.path()).offline(true);
+    let p = rtp_from_hub(&hub, None).unwrap();
+    assert!(
+        p.ends_with(format!("snapshots/{MAIN}/prompts.jsonl")),
+        "{}",
+        p.display()
+    );
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        std::fs::read(samples().join("rtp/prompts.jsonl")).unwrap()
+    );
+
+    let files = ceb_from_hub(&hub, None).unwrap();
+    assert_eq!(files.len(), 4);
+    assert!(files[0].ends_with("data/CEB-Continuation-T/race.json"));
+
+    // A tag resolves through refs/v1; a commit hash without a ref resolves directly.
+    let repo = HubRepo::dataset("Song-SW/CEB").unwrap();
+    let v1 = hub
+        .get(
+            &repo.clone().with_revision("v1").unwrap(),
+            "data/CEB-Continuation-T/race.json",
+        )
+        .unwrap();
+    assert!(v1.to_string_lossy().contains(V1));
+    let by_hash = hub
+        .get(
+            &repo.clone().with_revision(V1).unwrap(),
+            "data/CEB-Continuation-T/race.json",
+        )
+        .unwrap();
+    assert_eq!(by_hash, v1);
+}
+
+#[test]
+fn offline_misses_are_clear_bad_input_errors() {
+    let cache = fake_cache();
+    let hub = Hub::with_cache_dir(cache.path()).offline(true);
+    // File absent at this revision.
+    let err = ceb_from_hub(&hub, Some("v1")).unwrap_err();
+    let msg = err.to_string();
+    assert!(err.is_bad_input());
+    assert!(msg.contains("data/CEB-Continuation-T/gender.json"), "{msg}");
+    assert!(
+        msg.contains("Song-SW/CEB") && msg.contains("`v1`") && msg.contains("HF_HUB_OFFLINE"),
+        "{msg}"
+    );
+    assert!(msg.contains(&cache.path().display().to_string()), "{msg}");
+    // Unknown revision, unknown repo.
+    assert!(rtp_from_hub(&hub, Some("no-such-branch")).is_err());
+    let other = HubRepo::model("nobody/nothing").unwrap();
+    let err = hub.get(&other, "config.json").unwrap_err();
+    assert!(
+        matches!(err, HubError::NotCached { kind: "model", .. }),
+        "{err}"
+    );
+    // Path tricks are refused before touching the disk.
+    let rtp = HubRepo::dataset("allenai/real-toxicity-prompts").unwrap();
+    assert!(matches!(
+        hub.get(&rtp, "../x"),
+        Err(HubError::InvalidFile(_))
+    ));
+}
+
+#[test]
+fn a_dangling_snapshot_link_is_a_miss() {
+    let cache = fake_cache();
+    let blobs = cache
+        .path()
+        .join("datasets--allenai--real-toxicity-prompts/blobs");
+    for b in std::fs::read_dir(&blobs).unwrap() {
+        std::fs::remove_file(b.unwrap().path()).unwrap();
+    }
+    let hub = Hub::with_cache_dir(cache.path()).offline(true);
+    assert!(matches!(
+        rtp_from_hub(&hub, None),
+        Err(toxprompts::Error::Hub(HubError::NotCached { .. }))
+    ));
+}
+
+#[test]
+fn online_mode_serves_cached_files_without_the_network() {
+    let cache = fake_cache();
+    // Online, but the file is cached: no request is made (the endpoint is unroutable anyway).
+    let hub = Hub::with_cache_dir(cache.path()).offline(false);
+    assert!(!hub.is_offline());
+    let p = rtp_from_hub(&hub, None).unwrap();
+    assert!(p.is_file());
+}
+
+#[test]
+fn prompt_set_from_the_cache_equals_the_one_from_the_samples() {
+    let cache = fake_cache();
+    let hub = Hub::with_cache_dir(cache.path()).offline(true);
+    let rtp = rtp_from_hub(&hub, None).unwrap();
+    let ceb = CebSet::from_files(&ceb_from_hub(&hub, None).unwrap(), OnBadRecord::Fail).unwrap();
+    let p = PromptSetParams::default().random(30).severe(10).per_axis(5);
+    let from_hub = p.build(Some(&rtp), Some(&ceb)).unwrap();
+    let local_ceb =
+        CebSet::from_dir(samples().join("CEB-Continuation-T"), OnBadRecord::Fail).unwrap();
+    let local = p
+        .build(Some(&samples().join("rtp/prompts.jsonl")), Some(&local_ceb))
+        .unwrap();
+    assert_eq!(from_hub.prompts, local.prompts);
+}
+
+#[test]
+fn locations_are_paths_or_repo_specs() {
+    let here = samples().join("rtp/prompts.jsonl");
+    assert_eq!(
+        Location::parse(here.to_str().unwrap(), RepoKind::Dataset).unwrap(),
+        Location::Local(here)
+    );
+    match Location::parse("allenai/real-toxicity-prompts@abc", RepoKind::Dataset).unwrap() {
+        Location::Hub(r) => assert_eq!(
+            (r.id(), r.revision()),
+            ("allenai/real-toxicity-prompts", "abc")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let err = Location::parse("./no/such/file.jsonl", RepoKind::Dataset).unwrap_err();
+    assert!(err.to_string().contains("no such file"), "{err}");
+}
