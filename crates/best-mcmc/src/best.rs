@@ -1,0 +1,595 @@
+//! The estimator: a validated builder, the fit (draws of every chain) and its summary.
+
+use crate::diagnostics::{self, Diagnostics};
+use crate::error::{Error, Result};
+use crate::model::{BestModel, DIM, PriorParams, Priors};
+use crate::nuts::{self, ChainOutput, LogDensity, NutsSettings};
+use ndarray::{Array2, ArrayView2};
+use rand::RngExt;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use std::io::Write;
+
+/// Entry point of the builder: `Best::params()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Best;
+
+impl Best {
+    /// Default parameters: 4 chains of 1,000 tuning and 1,000 kept draws, seed 0, the paper's
+    /// priors, target acceptance 0.8, tree depth 10, a 95% HDI, no ROPE, scores not required to
+    /// be probabilities.
+    pub fn params() -> BestParams {
+        BestParams::default()
+    }
+}
+
+/// A region of practical equivalence for `mu1 - mu2`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Rope {
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound.
+    pub high: f64,
+}
+
+/// Parameters of a BEST fit (linfa-style builder; [`BestParams::fit`] checks them first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestParams {
+    chains: usize,
+    tune: usize,
+    draws: usize,
+    seed: u64,
+    priors: Priors,
+    target_accept: f64,
+    max_depth: usize,
+    hdi_prob: f64,
+    rope: Option<Rope>,
+    probabilities: bool,
+    threads: bool,
+}
+
+impl Default for BestParams {
+    fn default() -> Self {
+        Self {
+            chains: 4,
+            tune: 1000,
+            draws: 1000,
+            seed: 0,
+            priors: Priors::Paper,
+            target_accept: 0.8,
+            max_depth: 10,
+            hdi_prob: 0.95,
+            rope: None,
+            probabilities: false,
+            threads: true,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $name: $ty) -> Self {
+            self.$name = $name;
+            self
+        }
+    };
+}
+
+impl BestParams {
+    setter!(
+        /// Number of chains (>= 1; R-hat needs >= 2). Each runs in its own thread.
+        chains: usize
+    );
+    setter!(
+        /// Tuning (warm-up) iterations per chain, discarded.
+        tune: usize
+    );
+    setter!(
+        /// Kept draws per chain (>= 4).
+        draws: usize
+    );
+    setter!(
+        /// Seed; chain `c` uses a generator seeded from `(seed, c)`, so results do not depend on
+        /// thread scheduling.
+        seed: u64
+    );
+    setter!(
+        /// The prior set.
+        priors: Priors
+    );
+    setter!(
+        /// Target mean acceptance statistic of step-size adaptation, in (0, 1).
+        target_accept: f64
+    );
+    setter!(
+        /// Maximum tree depth of NUTS (1..=20).
+        max_depth: usize
+    );
+    setter!(
+        /// Mass of the highest-density intervals, in (0, 1).
+        hdi_prob: f64
+    );
+    setter!(
+        /// Require every score to lie in [0, 1] (classifier probabilities).
+        probabilities: bool
+    );
+    setter!(
+        /// Run chains in parallel threads (default) or one after another.
+        threads: bool
+    );
+
+    /// A region of practical equivalence for `mu1 - mu2`: the summary reports the posterior share
+    /// inside it and Kruschke's HDI+ROPE decision.
+    pub fn rope(mut self, low: f64, high: f64) -> Self {
+        self.rope = Some(Rope { low, high });
+        self
+    }
+
+    /// Checks every parameter; [`BestParams::fit`] calls it before sampling.
+    pub fn check(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidParam { name, reason });
+        if self.chains == 0 {
+            return bad("chains", "must be at least 1".into());
+        }
+        if self.draws < 4 {
+            return bad(
+                "draws",
+                format!("{} < 4 (diagnostics need at least 4 draws)", self.draws),
+            );
+        }
+        if !(self.target_accept > 0.0 && self.target_accept < 1.0) {
+            return bad(
+                "target_accept",
+                format!("{} is not in (0, 1)", self.target_accept),
+            );
+        }
+        if !(1..=20).contains(&self.max_depth) {
+            return bad("max_depth", format!("{} is not in 1..=20", self.max_depth));
+        }
+        if !(self.hdi_prob > 0.0 && self.hdi_prob < 1.0) {
+            return bad("hdi_prob", format!("{} is not in (0, 1)", self.hdi_prob));
+        }
+        if (self.hdi_prob * (self.chains * self.draws) as f64).floor() as usize
+            >= self.chains * self.draws
+        {
+            return bad("hdi_prob", "too close to 1 for this number of draws".into());
+        }
+        if let Some(r) = self.rope
+            && !(r.low.is_finite() && r.high.is_finite() && r.low < r.high)
+        {
+            return bad(
+                "rope",
+                format!(
+                    "({}, {}) is not a finite interval with low < high",
+                    r.low, r.high
+                ),
+            );
+        }
+        if let Priors::Custom(p) = &self.priors {
+            p.check()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the parameters and the data, then samples the posterior.
+    /// The difference reported is `baseline - candidate` (`mu1 - mu2`).
+    pub fn fit(&self, baseline: &[f64], candidate: &[f64]) -> Result<BestFit> {
+        self.check()?;
+        let model = BestModel::new(baseline, candidate, &self.priors, self.probabilities)?;
+        let settings = NutsSettings {
+            tune: self.tune,
+            draws: self.draws,
+            target_accept: self.target_accept,
+            max_depth: self.max_depth,
+            max_energy_error: 1000.0,
+        };
+        let run = |chain: usize| -> Result<ChainOutput<DIM>> {
+            run_one(&model, chain, self.seed, &settings)
+        };
+        let outputs: Vec<ChainOutput<DIM>> = if self.threads && self.chains > 1 {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..self.chains)
+                    .map(|c| scope.spawn(move || run(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, h)| h.join().map_err(|_| Error::ThreadPanic { chain: c })?)
+                    .collect::<Result<Vec<_>>>()
+            })?
+        } else {
+            (0..self.chains).map(run).collect::<Result<Vec<_>>>()?
+        };
+        Ok(BestFit::from_chains(&model, outputs, self.clone()))
+    }
+}
+
+struct Target<'a>(&'a BestModel);
+
+impl LogDensity<DIM> for Target<'_> {
+    fn logp_grad(&self, x: &[f64; DIM], grad: &mut [f64; DIM]) -> f64 {
+        self.0.logp_grad(x, grad)
+    }
+}
+
+/// SplitMix64 finaliser: decorrelates the per-chain seeds.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn run_one(
+    model: &BestModel,
+    chain: usize,
+    seed: u64,
+    settings: &NutsSettings,
+) -> Result<ChainOutput<DIM>> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix(seed ^ mix(chain as u64 + 1)));
+    let start = model.initial_point();
+    let tries = 100;
+    let mut init = None;
+    let mut grad = [0.0; DIM];
+    for _ in 0..tries {
+        // PyMC's jitter+adapt_diag start: the prior moment plus Uniform(-1, 1) jitter.
+        let x: [f64; DIM] = std::array::from_fn(|i| start[i] + rng.random_range(-1.0..1.0));
+        let lp = model.logp_grad(&x, &mut grad);
+        if lp.is_finite() && grad.iter().all(|g| g.is_finite()) {
+            init = Some(x);
+            break;
+        }
+    }
+    let init = init.ok_or(Error::Initialization { chain, tries })?;
+    nuts::run_chain(&Target(model), init, settings, rng)
+        .map_err(|reason| Error::StepSize { chain, reason })
+}
+
+/// The names of the constrained parameters and derived quantities, in [`BestFit`]'s order.
+pub const QUANTITIES: [&str; 10] = [
+    "mu1",
+    "mu2",
+    "sigma1",
+    "sigma2",
+    "nu",
+    "mu_diff",
+    "sigma_diff",
+    "effect_size",
+    "log10_nu",
+    "nu_minus_one",
+];
+
+/// Sampler statistics of one chain.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChainStats {
+    /// Divergent transitions among the kept draws.
+    pub divergences: usize,
+    /// Divergent transitions during tuning (not counted as a problem by themselves).
+    pub tune_divergences: usize,
+    /// Adapted step size.
+    pub step_size: f64,
+    /// Mean tree depth of the kept draws.
+    pub mean_tree_depth: f64,
+    /// Kept draws that hit the maximum tree depth.
+    pub max_depth_hits: usize,
+    /// Gradient evaluations, tuning included.
+    pub n_leapfrog: u64,
+    /// Mean acceptance statistic of the kept draws.
+    pub mean_accept: f64,
+    /// Energy Bayesian fraction of missing information (below 0.3 is a warning sign).
+    pub ebfmi: f64,
+    /// Adapted inverse metric (diagonal, unconstrained coordinates).
+    pub inv_metric: Vec<f64>,
+}
+
+/// The posterior draws of a fit: every quantity as a `chains x draws` array.
+#[derive(Debug, Clone)]
+pub struct BestFit {
+    draws: Vec<Array2<f64>>,
+    stats: Vec<ChainStats>,
+    params: BestParams,
+    priors: PriorParams,
+    n: [usize; 2],
+}
+
+fn ebfmi(energy: &[f64]) -> f64 {
+    let n = energy.len() as f64;
+    let mean = energy.iter().sum::<f64>() / n;
+    let var = energy.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / n;
+    let num = energy
+        .windows(2)
+        .map(|w| (w[1] - w[0]).powi(2))
+        .sum::<f64>()
+        / n;
+    num / var
+}
+
+impl BestFit {
+    fn from_chains(model: &BestModel, outputs: Vec<ChainOutput<DIM>>, params: BestParams) -> Self {
+        let chains = outputs.len();
+        let n = params.draws;
+        let mut draws = vec![Array2::zeros((chains, n)); QUANTITIES.len()];
+        for (c, out) in outputs.iter().enumerate() {
+            for (d, theta) in out.draws.iter().enumerate() {
+                let [mu1, mu2, s1, s2, nu] = model.constrain(theta);
+                let vals = [
+                    mu1,
+                    mu2,
+                    s1,
+                    s2,
+                    nu,
+                    mu1 - mu2,
+                    s1 - s2,
+                    (mu1 - mu2) / ((s1 * s1 + s2 * s2) / 2.0).sqrt(),
+                    nu.log10(),
+                    theta[4].exp(),
+                ];
+                for (q, v) in vals.into_iter().enumerate() {
+                    draws[q][[c, d]] = v;
+                }
+            }
+        }
+        let stats = outputs
+            .iter()
+            .map(|o| ChainStats {
+                divergences: o.divergences,
+                tune_divergences: o.tune_divergences,
+                step_size: o.step_size,
+                mean_tree_depth: o.mean_tree_depth,
+                max_depth_hits: o.max_depth_hits,
+                n_leapfrog: o.n_leapfrog,
+                mean_accept: o.mean_accept,
+                ebfmi: ebfmi(&o.energy),
+                inv_metric: o.inv_metric.to_vec(),
+            })
+            .collect();
+        Self {
+            draws,
+            stats,
+            priors: *model.priors(),
+            n: [model.data(0).len(), model.data(1).len()],
+            params,
+        }
+    }
+
+    /// The draws of one quantity (a name of [`QUANTITIES`]) as `chains x draws`.
+    pub fn draws(&self, name: &str) -> Option<ArrayView2<'_, f64>> {
+        QUANTITIES
+            .iter()
+            .position(|q| *q == name)
+            .map(|i| self.draws[i].view())
+    }
+
+    /// Per-chain sampler statistics.
+    pub fn chain_stats(&self) -> &[ChainStats] {
+        &self.stats
+    }
+
+    /// The resolved prior parameters used.
+    pub fn priors(&self) -> &PriorParams {
+        &self.priors
+    }
+
+    /// Total divergent transitions among kept draws.
+    pub fn divergences(&self) -> usize {
+        self.stats.iter().map(|s| s.divergences).sum()
+    }
+
+    /// Writes every kept draw as CSV: `chain,draw,` then the [`QUANTITIES`].
+    pub fn write_csv<W: Write>(&self, mut w: W) -> Result<()> {
+        writeln!(w, "chain,draw,{}", QUANTITIES.join(","))?;
+        let (chains, n) = self.draws[0].dim();
+        for c in 0..chains {
+            for d in 0..n {
+                write!(w, "{c},{d}")?;
+                for q in &self.draws {
+                    write!(w, ",{:e}", q[[c, d]])?;
+                }
+                writeln!(w)?;
+            }
+        }
+        w.flush()?;
+        Ok(())
+    }
+
+    fn quantity(&self, i: usize) -> QuantitySummary {
+        QuantitySummary::of(self.draws[i].view(), self.params.hdi_prob)
+    }
+
+    /// The posterior summary with the builder's HDI mass and ROPE.
+    pub fn summary(&self) -> BestSummary {
+        let idx = |name: &str| {
+            QUANTITIES
+                .iter()
+                .position(|q| *q == name)
+                .expect("known quantity")
+        };
+        let mu_diff = self.quantity(idx("mu_diff"));
+        let credible = mu_diff.hdi_low > 0.0 || mu_diff.hdi_high < 0.0;
+        let rope = self.params.rope.map(|r| {
+            let x = &self.draws[idx("mu_diff")];
+            let inside =
+                x.iter().filter(|v| **v >= r.low && **v <= r.high).count() as f64 / x.len() as f64;
+            let decision = if mu_diff.hdi_low >= r.low && mu_diff.hdi_high <= r.high {
+                RopeDecision::Equivalent
+            } else if mu_diff.hdi_high < r.low || mu_diff.hdi_low > r.high {
+                RopeDecision::Different
+            } else {
+                RopeDecision::Undecided
+            };
+            RopeSummary {
+                low: r.low,
+                high: r.high,
+                share_inside: inside,
+                decision,
+            }
+        });
+        let parameters: Vec<(String, QuantitySummary)> = ["mu1", "mu2", "sigma1", "sigma2", "nu"]
+            .iter()
+            .map(|n| (n.to_string(), self.quantity(idx(n))))
+            .collect();
+        let divergences = self.divergences();
+        let mut warnings = Vec::new();
+        let mut all: Vec<(&str, &QuantitySummary)> =
+            parameters.iter().map(|(n, q)| (n.as_str(), q)).collect();
+        all.push(("mu_diff", &mu_diff));
+        for (name, q) in &all {
+            let d = &q.diagnostics;
+            if d.rhat.is_nan() || d.rhat > 1.01 {
+                warnings.push(format!("{name}: R-hat {:.4} > 1.01", d.rhat));
+            }
+            if d.ess_bulk.is_nan() || d.ess_bulk < 400.0 {
+                warnings.push(format!("{name}: bulk ESS {:.0} < 400", d.ess_bulk));
+            }
+            if d.ess_tail.is_nan() || d.ess_tail < 400.0 {
+                warnings.push(format!("{name}: tail ESS {:.0} < 400", d.ess_tail));
+            }
+        }
+        if divergences > 0 {
+            warnings.push(format!("{divergences} divergent transitions after tuning"));
+        }
+        let hits: usize = self.stats.iter().map(|s| s.max_depth_hits).sum();
+        if hits > 0 {
+            warnings.push(format!(
+                "{hits} transitions hit the maximum tree depth {}",
+                self.params.max_depth
+            ));
+        }
+        for (c, s) in self.stats.iter().enumerate() {
+            if s.ebfmi < 0.3 {
+                warnings.push(format!("chain {c}: E-BFMI {:.2} < 0.3", s.ebfmi));
+            }
+        }
+        BestSummary {
+            n_baseline: self.n[0],
+            n_candidate: self.n[1],
+            chains: self.params.chains,
+            tune: self.params.tune,
+            draws: self.params.draws,
+            seed: self.params.seed,
+            priors: self.priors,
+            hdi_prob: self.params.hdi_prob,
+            credible,
+            rope,
+            sigma_diff: self.quantity(idx("sigma_diff")),
+            effect_size: self.quantity(idx("effect_size")),
+            nu: self.quantity(idx("nu")),
+            log10_nu: self.quantity(idx("log10_nu")),
+            mu_diff,
+            parameters: parameters.into_iter().collect(),
+            divergences,
+            chain_stats: self.stats.clone(),
+            warnings,
+        }
+    }
+}
+
+/// Posterior summary of one quantity.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct QuantitySummary {
+    /// Posterior mean.
+    pub mean: f64,
+    /// Posterior median.
+    pub median: f64,
+    /// Posterior standard deviation.
+    pub sd: f64,
+    /// Lower bound of the HDI.
+    pub hdi_low: f64,
+    /// Upper bound of the HDI.
+    pub hdi_high: f64,
+    /// `P(quantity > 0)`.
+    pub p_positive: f64,
+    /// Convergence diagnostics.
+    pub diagnostics: Diagnostics,
+}
+
+impl QuantitySummary {
+    /// Summarises `chains x draws` draws with an HDI of mass `hdi_prob`.
+    pub fn of(x: ArrayView2<f64>, hdi_prob: f64) -> Self {
+        let n = x.len() as f64;
+        let mean = x.sum() / n;
+        let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let mut sorted: Vec<f64> = x.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let (hdi_low, hdi_high) = diagnostics::hdi_sorted(&sorted, hdi_prob);
+        let median = diagnostics::median(sorted);
+        Self {
+            mean,
+            median,
+            sd,
+            hdi_low,
+            hdi_high,
+            p_positive: x.iter().filter(|v| **v > 0.0).count() as f64 / n,
+            diagnostics: Diagnostics::of(x),
+        }
+    }
+}
+
+/// Kruschke's HDI+ROPE decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeDecision {
+    /// The HDI lies inside the ROPE: practically equivalent.
+    Equivalent,
+    /// The HDI lies entirely outside the ROPE: a credible, practically relevant difference.
+    Different,
+    /// The HDI and the ROPE overlap partly.
+    Undecided,
+}
+
+/// The ROPE part of a summary.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RopeSummary {
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound.
+    pub high: f64,
+    /// Posterior share of `mu1 - mu2` inside the ROPE.
+    pub share_inside: f64,
+    /// The decision.
+    pub decision: RopeDecision,
+}
+
+/// The posterior summary of a BEST comparison.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BestSummary {
+    /// Baseline observations.
+    pub n_baseline: usize,
+    /// Candidate observations.
+    pub n_candidate: usize,
+    /// Chains.
+    pub chains: usize,
+    /// Tuning iterations per chain.
+    pub tune: usize,
+    /// Kept draws per chain.
+    pub draws: usize,
+    /// Seed.
+    pub seed: u64,
+    /// The resolved priors.
+    pub priors: PriorParams,
+    /// HDI mass.
+    pub hdi_prob: f64,
+    /// `mu1 - mu2` (baseline - candidate; positive: the candidate scores lower).
+    pub mu_diff: QuantitySummary,
+    /// Whether the HDI of `mu_diff` excludes 0.
+    pub credible: bool,
+    /// ROPE share and decision, when a ROPE was given.
+    pub rope: Option<RopeSummary>,
+    /// `sigma1 - sigma2`.
+    pub sigma_diff: QuantitySummary,
+    /// `(mu1 - mu2) / sqrt((sigma1^2 + sigma2^2) / 2)`.
+    pub effect_size: QuantitySummary,
+    /// The shared degrees of freedom.
+    pub nu: QuantitySummary,
+    /// `log10(nu)`.
+    pub log10_nu: QuantitySummary,
+    /// `mu1, mu2, sigma1, sigma2, nu` with their diagnostics.
+    pub parameters: std::collections::BTreeMap<String, QuantitySummary>,
+    /// Divergent transitions after tuning, all chains.
+    pub divergences: usize,
+    /// Per-chain sampler statistics.
+    pub chain_stats: Vec<ChainStats>,
+    /// Convergence warnings (R-hat > 1.01, ESS < 400, divergences, tree depth, E-BFMI).
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,79 @@
+//! The posterior of the paper's model against PyMC's (NUTS, 4 chains) on the fixture's
+//! 2 x 2,400 synthetic toxicity scores.
+
+mod common;
+
+use best_mcmc::{Best, Priors};
+use common::{load, scores};
+
+#[test]
+fn posterior_matches_pymc() {
+    let (y1, y2, _, _) = scores();
+    let reference = load("posterior.json");
+    let fit = Best::params()
+        .chains(4)
+        .tune(1000)
+        .draws(1000)
+        .seed(7)
+        .priors(Priors::Paper)
+        .probabilities(true)
+        .fit(&y1, &y2)
+        .unwrap();
+    let s = fit.summary();
+    let get = |q: &str, k: &str| reference["summary"][q][k].as_f64().unwrap();
+
+    // The mean of mu1 - mu2 within 3 MCSE: PyMC's and ours combined (both are Monte Carlo
+    // estimates; 4 x 4,000 PyMC draws keep its share small).
+    let mcse =
+        (get("mu_diff", "mcse_mean").powi(2) + s.mu_diff.diagnostics.mcse_mean.powi(2)).sqrt();
+    let diff = s.mu_diff.mean - get("mu_diff", "mean");
+    eprintln!(
+        "mu_diff mean {:.4e} vs PyMC {:.4e}: {:.2} combined MCSE ({mcse:.2e}); ours {:.2e}, PyMC {:.2e}",
+        s.mu_diff.mean,
+        get("mu_diff", "mean"),
+        diff / mcse,
+        s.mu_diff.diagnostics.mcse_mean,
+        get("mu_diff", "mcse_mean")
+    );
+    assert!(diff.abs() <= 3.0 * mcse);
+
+    // HDI bounds within 10%.
+    for (q, ours) in [
+        ("mu_diff", &s.mu_diff),
+        ("sigma_diff", &s.sigma_diff),
+        ("effect_size", &s.effect_size),
+    ] {
+        for (k, v) in [("hdi_low", ours.hdi_low), ("hdi_high", ours.hdi_high)] {
+            let want = get(q, k);
+            let e = (v - want).abs() / want.abs();
+            eprintln!("{q}.{k}: {v:.4e} vs PyMC {want:.4e} ({:.1}%)", 100.0 * e);
+            assert!(e <= 0.10, "{q}.{k}: {v} vs PyMC {want}");
+        }
+    }
+    // The parameters themselves: means within 4 combined MCSE.
+    for q in ["mu1", "mu2", "sigma1", "sigma2", "nu"] {
+        let ours = &s.parameters[q];
+        let mcse = (get(q, "mcse_mean").powi(2) + ours.diagnostics.mcse_mean.powi(2)).sqrt();
+        let z = (ours.mean - get(q, "mean")) / mcse;
+        eprintln!(
+            "{q}: {:.6e} vs PyMC {:.6e} ({z:.2} MCSE)",
+            ours.mean,
+            get(q, "mean")
+        );
+        assert!(z.abs() <= 4.0, "{q}");
+        assert!(
+            ours.diagnostics.rhat < 1.01,
+            "{q}: R-hat {}",
+            ours.diagnostics.rhat
+        );
+        assert!(
+            ours.diagnostics.ess_bulk > 400.0,
+            "{q}: ESS {}",
+            ours.diagnostics.ess_bulk
+        );
+    }
+    assert_eq!(
+        s.credible,
+        get("mu_diff", "hdi_low") > 0.0 || get("mu_diff", "hdi_high") < 0.0
+    );
+}
