@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo run --release -p toxprompts --example peak_memory            # plain JSONL
 //! cargo run --release -p toxprompts --example peak_memory -- --gzip  # the same file gzipped
+//! cargo run --release -p toxprompts --example peak_memory -- --write /tmp/rtp100k.jsonl  # only write it
+//! cargo run --release -p toxprompts --example peak_memory -- --input /tmp/rtp100k.jsonl  # measure on it
 //! ```
 //!
 //! Writes the file into a temporary directory, resets the kernel's peak-RSS counter
@@ -26,11 +28,32 @@ fn status_kib(key: &str) -> Option<u64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let gzip = std::env::args().any(|a| a == "--gzip");
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(std::path::PathBuf::from)
+    };
+    let gzip = args.iter().any(|a| a == "--gzip");
     let rows = 100_000;
+    if let Some(out) = value("--write") {
+        let size = synth::write_rtp(&out, rows, 2024)?;
+        println!("wrote {rows} rows, {size} bytes to {}", out.display());
+        return Ok(());
+    }
     let dir = tempfile::tempdir()?;
-    let plain = dir.path().join("prompts.jsonl");
-    let size = synth::write_rtp(&plain, rows, 2024)?;
+    let (plain, size) = match value("--input") {
+        Some(p) => {
+            let size = std::fs::metadata(&p)?.len();
+            (p, size)
+        }
+        None => {
+            let p = dir.path().join("prompts.jsonl");
+            let size = synth::write_rtp(&p, rows, 2024)?;
+            (p, size)
+        }
+    };
     let path = if gzip {
         let gz = dir.path().join("prompts.jsonl.gz");
         let mut enc = flate2::write::GzEncoder::new(
