@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repeats: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let seed: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(7);
     for r in 0..repeats {
+        let cpu0 = cpu_seconds();
         let t = Instant::now();
         let fit = Best::params()
             .chains(4)
@@ -42,9 +43,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|q| q.diagnostics.ess_bulk)
             .fold(f64::INFINITY, f64::min);
         let grads: u64 = fit.chain_stats().iter().map(|c| c.n_leapfrog).sum();
+        let tune_grads: u64 = fit.chain_stats().iter().map(|c| c.n_leapfrog_tune).sum();
+        let cpu = cpu_seconds() - cpu0;
         println!(
             "run {r}: sample {sampled:.3} s, +summary {total:.3} s; mu_diff {:.3e} (mcse {:.1e}) HDI [{:.3e}, {:.3e}]; \
-             bulk ESS mu_diff {:.0}, min over params {min_ess:.0}; ESS/s {:.0}; grads {grads}; depth {:.2}; div {}; warnings {:?}",
+             bulk ESS mu_diff {:.0}, min over params {min_ess:.0}; ESS/s {:.0}; cpu {cpu:.2} s; grads {grads} (tune {tune_grads}); depth {:.2}; div {}; warnings {:?}",
             s.mu_diff.mean,
             s.mu_diff.diagnostics.mcse_mean,
             s.mu_diff.hdi_low,
@@ -66,4 +69,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the state field, in clock ticks.
+    if f.len() > 12 {
+        (f[10] + f[11]) / 100.0
+    } else {
+        0.0
+    }
 }

@@ -275,6 +275,8 @@ pub struct ChainStats {
     pub max_depth_hits: usize,
     /// Gradient evaluations, tuning included.
     pub n_leapfrog: u64,
+    /// Gradient evaluations during tuning.
+    pub n_leapfrog_tune: u64,
     /// Mean acceptance statistic of the kept draws.
     pub mean_accept: f64,
     /// Energy Bayesian fraction of missing information (below 0.3 is a warning sign).
@@ -339,6 +341,7 @@ impl BestFit {
                 mean_tree_depth: o.mean_tree_depth,
                 max_depth_hits: o.max_depth_hits,
                 n_leapfrog: o.n_leapfrog,
+                n_leapfrog_tune: o.n_leapfrog_tune,
                 mean_accept: o.mean_accept,
                 ebfmi: ebfmi(&o.energy),
                 inv_metric: o.inv_metric.to_vec(),

@@ -200,8 +200,25 @@ fn sigmoid(x: f64) -> f64 {
     }
 }
 
+/// Splits a finite `x >= 1` into `(mantissa in [1, 2), binary exponent)`.
+#[inline]
+fn split_exponent(x: f64) -> (f64, i64) {
+    let bits = x.to_bits();
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    (
+        f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | (1023u64 << 52)),
+        e,
+    )
+}
+
 fn group_sums(y: &[f64], mu: f64, sigma: f64, nu: f64) -> GroupSums {
     let inv_s = 1.0 / sigma;
+    // sum log w as the log of a running product whose binary exponent is moved into an integer
+    // after every block of 8 (w >= nu > 1, so only overflow is possible, and a block whose
+    // product overflows falls back to logarithms). One logarithm per group instead of one per
+    // observation; the product's rounding error grows like sqrt(n) ulps.
+    let mut mant = 1.0f64;
+    let mut expo = 0i64;
     let mut log_w = 0.0;
     let mut zw = [0.0f64; 8];
     let mut iw = [0.0f64; 8];
@@ -214,10 +231,12 @@ fn group_sums(y: &[f64], mu: f64, sigma: f64, nu: f64) -> GroupSums {
             z[j] = (c[j] - mu) * inv_s;
             w[j] = nu + z[j] * z[j];
         }
-        // One logarithm per 8 observations: w >= nu > 1, so the product only risks overflow.
         let p = ((w[0] * w[1]) * (w[2] * w[3])) * ((w[4] * w[5]) * (w[6] * w[7]));
-        if p.is_finite() {
-            log_w += p.ln();
+        let q = mant * p;
+        if q.is_finite() {
+            let (m, e) = split_exponent(q);
+            mant = m;
+            expo += e;
         } else {
             log_w += w.iter().map(|v| v.ln()).sum::<f64>();
         }
@@ -236,6 +255,7 @@ fn group_sums(y: &[f64], mu: f64, sigma: f64, nu: f64) -> GroupSums {
         z_over_w += z / w;
         inv_w += 1.0 / w;
     }
+    log_w += mant.ln() + expo as f64 * std::f64::consts::LN_2;
     GroupSums {
         log_w,
         z_over_w,

@@ -43,6 +43,8 @@ pub(crate) struct ChainOutput<const D: usize> {
     pub mean_tree_depth: f64,
     /// Leapfrog steps (gradient evaluations) over the whole run, tuning included.
     pub n_leapfrog: u64,
+    /// Leapfrog steps during tuning (step-size searches included).
+    pub n_leapfrog_tune: u64,
     /// Transitions that hit the maximum tree depth (kept draws).
     pub max_depth_hits: usize,
     /// Energy of each kept draw (for E-BFMI).
@@ -572,6 +574,7 @@ pub(crate) fn run_chain<const D: usize, L: LogDensity<D>>(
     if settings.tune > 0 {
         s.eps = da.final_step();
     }
+    let n_leapfrog_tune = s.n_leapfrog;
     let mut out = ChainOutput {
         draws: Vec::with_capacity(settings.draws),
         divergences: 0,
@@ -579,6 +582,7 @@ pub(crate) fn run_chain<const D: usize, L: LogDensity<D>>(
         step_size: s.eps,
         mean_tree_depth: 0.0,
         n_leapfrog: 0,
+        n_leapfrog_tune,
         max_depth_hits: 0,
         energy: Vec::with_capacity(settings.draws),
         inv_metric: s.minv,
