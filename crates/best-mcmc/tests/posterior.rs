@@ -13,7 +13,8 @@ fn posterior_matches_pymc() {
     let fit = Best::params()
         .chains(4)
         .tune(1000)
-        .draws(1000)
+        // As many draws as the PyMC reference: HDI bounds are tail quantities, noisier than means.
+        .draws(4000)
         .seed(7)
         .priors(Priors::Paper)
         .probabilities(true)
@@ -37,16 +38,27 @@ fn posterior_matches_pymc() {
     );
     assert!(diff.abs() <= 3.0 * mcse);
 
-    // HDI bounds within 10%.
+    // HDI bounds of mu1 - mu2 within 10%. The other differences' bounds lie near 0, where a
+    // relative error means nothing: within 10% of PyMC's HDI width instead.
     for (q, ours) in [
         ("mu_diff", &s.mu_diff),
         ("sigma_diff", &s.sigma_diff),
         ("effect_size", &s.effect_size),
     ] {
+        let width = get(q, "hdi_high") - get(q, "hdi_low");
         for (k, v) in [("hdi_low", ours.hdi_low), ("hdi_high", ours.hdi_high)] {
             let want = get(q, k);
-            let e = (v - want).abs() / want.abs();
-            eprintln!("{q}.{k}: {v:.4e} vs PyMC {want:.4e} ({:.1}%)", 100.0 * e);
+            let scale = if q == "mu_diff" { want.abs() } else { width };
+            let e = (v - want).abs() / scale;
+            eprintln!(
+                "{q}.{k}: {v:.4e} vs PyMC {want:.4e} ({:.1}% of {})",
+                100.0 * e,
+                if q == "mu_diff" {
+                    "the bound"
+                } else {
+                    "the HDI width"
+                }
+            );
             assert!(e <= 0.10, "{q}.{k}: {v} vs PyMC {want}");
         }
     }
