@@ -20,6 +20,9 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Loading sources or building the prompt set (`toxprompts`).
+    #[error(transparent)]
+    Prompts(#[from] toxprompts::Error),
 }
 
 impl Error {
@@ -27,6 +30,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::BadInput(_) => 2,
+            Error::Prompts(e) if e.is_bad_input() => 2,
             _ => 1,
         }
     }

@@ -21,12 +21,17 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Build the prompt set (RTP random + severe, CEB per axis) and write it as JSONL.
+    Prompts(commands::prompts::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = cli.verbose;
-    let result: toxdrift::error::Result<()> = match cli.command {};
+    let result: toxdrift::error::Result<()> = match cli.command {
+        Command::Prompts(args) => commands::prompts::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

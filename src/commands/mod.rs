@@ -1,1 +1,3 @@
 //! One module per `toxdrift` subcommand: each has an `Args` struct (clap) and a `run` function.
+
+pub mod prompts;
