@@ -1,0 +1,128 @@
+//! The causal-LM cross-entropy with a fused forward and backward on the CPU.
+
+use crate::error::Result;
+use crate::template::IGNORE_INDEX;
+use candle_core::{CpuStorage, CustomOp1, D, DType, Layout, Shape, Tensor};
+use std::sync::Arc;
+
+/// Cross-entropy per row of `(N, V)` logits against `targets` (one per row, or a negative
+/// value to ignore the row). Forward: `logsumexp(x) − x[target]` (0 for ignored rows).
+/// Backward: `grad · (softmax(x) − onehot(target))`, 0 for ignored rows — one pass over the
+/// logits instead of the several a composed `log_softmax` + `gather` graph keeps alive.
+struct FusedCrossEntropy {
+    targets: Arc<Vec<i64>>,
+}
+
+impl CustomOp1 for FusedCrossEntropy {
+    fn name(&self) -> &'static str {
+        "fused-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, v) = layout.shape().dims2()?;
+        let data = match storage {
+            CpuStorage::F32(d) => d,
+            _ => candle_core::bail!("fused-cross-entropy expects f32 logits"),
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("fused-cross-entropy expects contiguous logits")
+        };
+        let data = &data[start..end];
+        let mut out = vec![0f32; n];
+        for (i, o) in out.iter_mut().enumerate() {
+            let t = self.targets[i];
+            if t < 0 {
+                continue;
+            }
+            let row = &data[i * v..(i + 1) * v];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            *o = (max as f64 + sum.ln() - row[t as usize] as f64) as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (n, v) = arg.dims2()?;
+        let x = arg.detach().contiguous()?;
+        let g = grad_res.detach().to_vec1::<f32>()?;
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; n * v];
+        for i in 0..n {
+            let t = self.targets[i];
+            if t < 0 || g[i] == 0.0 {
+                continue;
+            }
+            let row = &data[i * v..(i + 1) * v];
+            let o = &mut out[i * v..(i + 1) * v];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f64;
+            for (oj, &xj) in o.iter_mut().zip(row) {
+                let e = (xj - max).exp();
+                *oj = e;
+                sum += e as f64;
+            }
+            let scale = (g[i] as f64 / sum) as f32;
+            for oj in o.iter_mut() {
+                *oj *= scale;
+            }
+            o[t as usize] -= g[i];
+        }
+        Ok(Some(Tensor::from_vec(out, (n, v), arg.device())?))
+    }
+}
+
+/// The summed token cross-entropy of a causal LM and the number of tokens it covers.
+///
+/// `logits` are `(B, T, V)`, `labels` `(B, T)` as `i64` with [`IGNORE_INDEX`] for positions
+/// outside the loss. As HF's `ForCausalLMLoss`, position `t` predicts label `t + 1`; the sum is
+/// returned (not the mean) so that the trainer divides by the token count of the whole
+/// gradient-accumulation window, as HF Trainer's `num_items_in_batch` does.
+pub fn causal_lm_loss_sum(logits: &Tensor, labels: &[Vec<i64>]) -> Result<(Tensor, usize)> {
+    let (b, t, v) = logits.dims3()?;
+    let mut targets = Vec::with_capacity(b * (t - 1));
+    for row in labels {
+        for j in 1..t {
+            let l = row.get(j).copied().unwrap_or(IGNORE_INDEX);
+            targets.push(if l < 0 || l as usize >= v { -1 } else { l });
+        }
+    }
+    let count = targets.iter().filter(|&&x| x >= 0).count();
+    let shifted = logits
+        .narrow(1, 0, t - 1)?
+        .to_dtype(DType::F32)?
+        .reshape((b * (t - 1), v))?;
+    let loss = if shifted.device().is_cpu() {
+        let shifted = shifted.contiguous()?;
+        shifted
+            .apply_op1(FusedCrossEntropy {
+                targets: Arc::new(targets),
+            })?
+            .sum_all()?
+    } else {
+        // Composed differentiable path for accelerators.
+        let mask: Vec<f32> = targets
+            .iter()
+            .map(|&x| f32::from(u8::from(x >= 0)))
+            .collect();
+        let idx: Vec<u32> = targets.iter().map(|&x| x.max(0) as u32).collect();
+        let dev = shifted.device();
+        let mask = Tensor::from_vec(mask, b * (t - 1), dev)?;
+        let idx = Tensor::from_vec(idx, (b * (t - 1), 1), dev)?;
+        let max = shifted.max_keepdim(D::Minus1)?.detach();
+        let diff = shifted.broadcast_sub(&max)?;
+        let lse = diff.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        let picked = diff.gather(&idx, D::Minus1)?;
+        ((lse - picked)?.squeeze(D::Minus1)? * mask)?.sum_all()?
+    };
+    Ok((loss, count))
+}
