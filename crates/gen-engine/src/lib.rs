@@ -1,4 +1,62 @@
-//! `gen-engine`: Batched greedy generation for Llama, Gemma, Gemma-2 and Phi-3 checkpoints with PEFT LoRA adapters, on candle.
+//! `gen-engine`: batched greedy generation for Llama, Gemma, Gemma-2 and Phi-3 checkpoints, with
+//! PEFT LoRA adapters, on candle.
 //!
-//! This crate is part of [toxdrift](https://github.com/toxdrift/toxdrift); its API lands with its own issue.
+//! - [`CausalLm`] is the one trait every family implements ([`LlamaForCausalLM`],
+//!   [`GemmaForCausalLM`], [`Gemma2ForCausalLM`], [`Phi3ForCausalLM`]), driven by a
+//!   [`ForwardCtx`] (token ids, padding mask, per-row positions, optional [`KvCache`], training
+//!   flag); full-sequence logits are always available, and with `training` every op is
+//!   differentiable.
+//! - LoRA lives at the layer level: [`LoraLinear`] is plain or LoRA-wrapped, built by a
+//!   [`LinearFactory`] from a [`LoraPlan`] (none, a PEFT [`Adapter`] merged or separate, or
+//!   trainable f32 `Var`s collected in [`LoraVars`] under PEFT tensor names).
+//! - [`weights::Checkpoint`] reads one or sharded safetensors files, memory-mapped;
+//!   [`load`] / [`load_dir`] resolve a local directory or a hub id (through the shared Hugging
+//!   Face cache of `toxprompts::hub`) and pick the family from `architectures[0]`.
+//! - [`Generator`] does batched greedy generation (left padding, pad = EOS, per-row positions,
+//!   KV cache, per-row EOS stop, `max_new_tokens` 50), as transformers'
+//!   `generate(do_sample=False)`.
+//!
+//! ```
+//! use gen_engine::{GenerateParams, Generator, LoadOptions};
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/gen/llama");
+//! let m = gen_engine::load_dir(dir.as_ref(), &LoadOptions::default())?;
+//! let params = GenerateParams::new().max_new_tokens(8).batch_size(16);
+//! let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+//! let out = g.generate(&["The tiny robot walked to the market", "Hello"])?;
+//! assert_eq!(out.len(), 2);
+//! assert!(out[0].token_ids.len() <= 8);
+//! println!("{} ({})", out[0].text, out[0].finish_reason.as_str());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Training through the crate (what `lora-train` does): load with
+//! `LoraPlan::train(LoraConfig::new(16, 16.0, &["q_proj", "v_proj"]), LoraInit::Default { seed })`,
+//! take [`LoadedModel::lora_vars`] (f32 `Var`s named like PEFT's tensors) for the optimiser, and
+//! run `model.forward(ForwardCtx::new(&ids).with_mask(&mask).training(true))` for full
+//! `[b, t, vocab]` logits through differentiable ops.
 #![deny(missing_docs)]
+
+pub mod error;
+pub mod lora;
+pub mod models;
+mod ops;
+mod rope;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use lora::{
+    Adapter, LinearFactory, LoraConfig, LoraInit, LoraLinear, LoraPlan, LoraVars, TargetModules,
+};
+pub use models::{
+    CausalLm, ForwardCtx, Gemma2ForCausalLM, GemmaForCausalLM, KvCache, LlamaForCausalLM,
+    LogitsWanted, ModelInfo, Phi3ForCausalLM, SUPPORTED_ARCHITECTURES,
+};
+pub mod generate;
+pub mod loader;
+pub mod tokenizer;
+
+pub use generate::{FinishReason, GenerateParams, Generation, Generator, TruncationPolicy};
+pub use loader::{
+    DTypeChoice, LoadOptions, LoadedModel, ModelSource, load, load_dir, parse_device,
+};
+pub use tokenizer::TextTokenizer;

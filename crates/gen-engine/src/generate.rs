@@ -1,0 +1,437 @@
+//! Batched greedy generation, as transformers' `generate(do_sample=False)` with left padding.
+//!
+//! Prompts are encoded (BOS per the tokenizer's post-processor; optionally through the chat
+//! template), bucketed by length into batches, left-padded with the pad id (EOS unless given),
+//! and decoded greedily with a KV cache. Every step combines the padding mask with the causal
+//! (and sliding-window) mask; positions are `cumsum(mask) − 1` per row. A row stops at any EOS
+//! id or after `max_new_tokens`; finished rows leave the batch.
+
+use crate::error::{Error, Result};
+use crate::models::{CausalLm, ForwardCtx};
+use crate::tokenizer::TextTokenizer;
+use candle_core::{DType, Tensor};
+
+/// Why a row stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// It produced an EOS id (included in the token ids).
+    Eos,
+    /// It reached `max_new_tokens`.
+    Length,
+}
+
+impl FinishReason {
+    /// `eos` or `length` (the generations JSONL spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eos => "eos",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// What to do with a prompt that does not fit the context window with its new tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncationPolicy {
+    /// Refuse with [`Error::PromptTooLong`] (the default).
+    #[default]
+    Error,
+    /// Keep the prompt's last tokens (and its first token when it is BOS) so that prompt plus
+    /// new tokens fill the window exactly.
+    LeftTruncate,
+}
+
+/// One prompt's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The continuation: new ids decoded, special tokens skipped, trimmed.
+    pub text: String,
+    /// The new token ids (with the EOS id when it stopped on one).
+    pub token_ids: Vec<u32>,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+    /// The prompt's length in tokens (after truncation).
+    pub prompt_tokens: usize,
+}
+
+/// Validated generation parameters (a linfa-style builder: set, then [`GenerateParams::check`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    max_new_tokens: usize,
+    batch_size: usize,
+    pad_token_id: Option<u32>,
+    truncation: TruncationPolicy,
+    chat_template: bool,
+    bucket_by_length: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 50,
+            batch_size: 16,
+            pad_token_id: None,
+            truncation: TruncationPolicy::Error,
+            chat_template: false,
+            bucket_by_length: true,
+        }
+    }
+}
+
+impl GenerateParams {
+    /// The study's settings: 50 new tokens, batches of 16, pad = EOS, no chat template.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// New tokens per prompt at most (default 50).
+    pub fn max_new_tokens(mut self, n: usize) -> Self {
+        self.max_new_tokens = n;
+        self
+    }
+    /// Prompts per batch (default 16).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+    /// The padding id (default: the first EOS id).
+    pub fn pad_token_id(mut self, id: Option<u32>) -> Self {
+        self.pad_token_id = id;
+        self
+    }
+    /// The too-long-prompt policy (default: error).
+    pub fn truncation(mut self, p: TruncationPolicy) -> Self {
+        self.truncation = p;
+        self
+    }
+    /// Wraps each prompt in the checkpoint's chat template (default: off, as the study).
+    pub fn chat_template(mut self, on: bool) -> Self {
+        self.chat_template = on;
+        self
+    }
+    /// Sorts prompts by length before batching (default: on; results stay in input order).
+    pub fn bucket_by_length(mut self, on: bool) -> Self {
+        self.bucket_by_length = on;
+        self
+    }
+    /// Validates the parameters.
+    pub fn check(self) -> Result<Self> {
+        if self.max_new_tokens == 0 {
+            return Err(Error::InvalidParam {
+                name: "max_new_tokens",
+                msg: "must be at least 1".into(),
+            });
+        }
+        if self.batch_size == 0 {
+            return Err(Error::InvalidParam {
+                name: "batch_size",
+                msg: "must be at least 1".into(),
+            });
+        }
+        Ok(self)
+    }
+    /// The batch size.
+    pub fn get_batch_size(&self) -> usize {
+        self.batch_size
+    }
+    /// The new-token budget.
+    pub fn get_max_new_tokens(&self) -> usize {
+        self.max_new_tokens
+    }
+}
+
+/// Greedy generation with one model.
+#[derive(Debug)]
+pub struct Generator<'a> {
+    model: &'a dyn CausalLm,
+    tokenizer: &'a TextTokenizer,
+    eos: Vec<u32>,
+    pad: u32,
+    params: GenerateParams,
+}
+
+impl<'a> Generator<'a> {
+    /// A generator; the parameters are validated here.
+    pub fn new(
+        model: &'a dyn CausalLm,
+        tokenizer: &'a TextTokenizer,
+        eos_token_ids: &[u32],
+        params: GenerateParams,
+    ) -> Result<Self> {
+        let params = params.check()?;
+        let pad = match (params.pad_token_id, eos_token_ids.first()) {
+            (Some(p), _) => p,
+            (None, Some(&e)) => e,
+            (None, None) => {
+                return Err(Error::InvalidParam {
+                    name: "pad_token_id",
+                    msg: "no EOS id known to pad with; give a pad id".into(),
+                });
+            }
+        };
+        Ok(Self {
+            model,
+            tokenizer,
+            eos: eos_token_ids.to_vec(),
+            pad,
+            params,
+        })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &GenerateParams {
+        &self.params
+    }
+
+    /// Encodes prompts (chat template if set), applying the truncation policy.
+    pub fn encode(&self, prompts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let window = self.model.info().max_position_embeddings;
+        let max_new = self.params.max_new_tokens;
+        let bos = self.tokenizer.inner().token_to_id("<s>");
+        prompts
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let mut ids = if self.params.chat_template {
+                    let text = self.tokenizer.apply_chat_template(p)?;
+                    self.tokenizer.encode(&text, false)?
+                } else {
+                    self.tokenizer.encode(p, true)?
+                };
+                if ids.is_empty() {
+                    return Err(Error::EmptyPrompt { index });
+                }
+                if ids.len() + max_new > window {
+                    match self.params.truncation {
+                        TruncationPolicy::Error => {
+                            return Err(Error::PromptTooLong {
+                                index,
+                                tokens: ids.len(),
+                                max_new_tokens: max_new,
+                                window,
+                            });
+                        }
+                        TruncationPolicy::LeftTruncate => {
+                            let keep = window.saturating_sub(max_new);
+                            if keep == 0 {
+                                return Err(Error::PromptTooLong {
+                                    index,
+                                    tokens: ids.len(),
+                                    max_new_tokens: max_new,
+                                    window,
+                                });
+                            }
+                            let first = ids[0];
+                            let keep_bos = bos == Some(first) || self.tokenizer_adds_first(first);
+                            let tail_len = if keep_bos { keep - 1 } else { keep };
+                            let mut out = Vec::with_capacity(keep);
+                            if keep_bos {
+                                out.push(first);
+                            }
+                            out.extend_from_slice(&ids[ids.len() - tail_len..]);
+                            ids = out;
+                        }
+                    }
+                }
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    fn tokenizer_adds_first(&self, id: u32) -> bool {
+        // The post-processor's added first token (BOS): present in an empty encoding.
+        self.tokenizer
+            .encode("", true)
+            .map(|e| e.first() == Some(&id))
+            .unwrap_or(false)
+    }
+
+    /// Indices of the prompts grouped into batches (by length when bucketing is on).
+    pub fn plan_batches(&self, lengths: &[usize]) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        if self.params.bucket_by_length {
+            order.sort_by_key(|&i| lengths[i]);
+        }
+        order
+            .chunks(self.params.batch_size)
+            .map(|c| c.to_vec())
+            .collect()
+    }
+
+    /// Generates for every prompt; results in input order.
+    pub fn generate(&self, prompts: &[&str]) -> Result<Vec<Generation>> {
+        self.generate_with_progress(prompts, &mut |_| {})
+    }
+
+    /// As [`Generator::generate`], calling `progress(n)` after each batch of `n` prompts.
+    pub fn generate_with_progress(
+        &self,
+        prompts: &[&str],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Generation>> {
+        if prompts.is_empty() {
+            return Err(Error::EmptyPrompts);
+        }
+        let encoded = self.encode(prompts)?;
+        let lengths: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
+        let mut out: Vec<Option<Generation>> = vec![None; prompts.len()];
+        for batch in self.plan_batches(&lengths) {
+            let ids: Vec<Vec<u32>> = batch.iter().map(|&i| encoded[i].clone()).collect();
+            let gens = self.generate_batch(&ids)?;
+            for (i, g) in batch.iter().zip(gens) {
+                out[*i] = Some(g);
+            }
+            progress(batch.len());
+        }
+        out.into_iter()
+            .map(|g| {
+                g.ok_or_else(|| Error::InvalidParam {
+                    name: "internal",
+                    msg: "a prompt was not generated".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Generates for one batch of encoded prompts exactly as given (left-padded together).
+    pub fn generate_batch(&self, prompts: &[Vec<u32>]) -> Result<Vec<Generation>> {
+        if prompts.is_empty() {
+            return Err(Error::EmptyPrompts);
+        }
+        if let Some(index) = prompts.iter().position(|p| p.is_empty()) {
+            return Err(Error::EmptyPrompt { index });
+        }
+        let info = self.model.info();
+        let device = info.device.clone();
+        let max_new = self.params.max_new_tokens;
+        let b = prompts.len();
+        let len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(b * len);
+        let mut mask: Vec<Vec<u8>> = Vec::with_capacity(b);
+        for p in prompts {
+            let pad = len - p.len();
+            ids.extend(std::iter::repeat_n(self.pad, pad));
+            ids.extend_from_slice(p);
+            let mut m = vec![0u8; pad];
+            m.extend(std::iter::repeat_n(1u8, p.len()));
+            mask.push(m);
+        }
+        let any_pad = prompts.iter().any(|p| p.len() != len);
+        // The full padded rows (prompt + new tokens), for a transformers-style cache reset.
+        let mut seqs: Vec<Vec<u32>> = ids.chunks(len).map(|c| c.to_vec()).collect();
+        let reset_at = self.model.generation_cache_reset();
+        let mut cache = self.model.new_cache(b, len + max_new);
+        let input = Tensor::from_vec(ids, (b, len), &device)?;
+        let mask_t = mask_tensor(&mask, &device)?;
+        let ctx = ForwardCtx::new(&input)
+            .with_cache(&mut cache)
+            .last_logits_only()
+            .with_rope_seq_len(len);
+        let ctx = if any_pad { ctx.with_mask(&mask_t) } else { ctx };
+        let mut logits = self.model.forward(ctx)?;
+        // Rows still running: their index in the input, and their row in the current batch.
+        let mut active: Vec<usize> = (0..b).collect();
+        let mut new_ids: Vec<Vec<u32>> = vec![Vec::new(); b];
+        let mut reasons: Vec<Option<FinishReason>> = vec![None; b];
+        let mut total = len;
+        loop {
+            let next = argmax_rows(&logits)?;
+            let mut keep_rows = Vec::with_capacity(active.len());
+            for (row, &orig) in active.iter().enumerate() {
+                let tok = next[row];
+                new_ids[orig].push(tok);
+                seqs[orig].push(tok);
+                if self.eos.contains(&tok) {
+                    reasons[orig] = Some(FinishReason::Eos);
+                } else if new_ids[orig].len() >= max_new {
+                    reasons[orig] = Some(FinishReason::Length);
+                } else {
+                    keep_rows.push(row);
+                }
+            }
+            total += 1;
+            if keep_rows.is_empty() {
+                break;
+            }
+            if keep_rows.len() != active.len() {
+                cache.select_rows(&keep_rows)?;
+                mask = keep_rows.iter().map(|&r| mask[r].clone()).collect();
+                active = keep_rows.iter().map(|&r| active[r]).collect();
+            }
+            for m in mask.iter_mut() {
+                m.push(1);
+            }
+            let has_pad = mask.iter().any(|m| m.contains(&0));
+            let mask_t = if has_pad {
+                Some(mask_tensor(&mask, &device)?)
+            } else {
+                None
+            };
+            let n = active.len();
+            let recompute = reset_at.is_some_and(|r| total >= r && cache.len() < r);
+            let input = if recompute {
+                cache = self.model.new_cache(n, len + max_new);
+                let rows: Vec<u32> = active
+                    .iter()
+                    .flat_map(|&o| seqs[o].iter().copied())
+                    .collect();
+                Tensor::from_vec(rows, (n, total), &device)?
+            } else {
+                let step: Vec<u32> = active
+                    .iter()
+                    .map(|&o| *new_ids[o].last().unwrap_or(&self.pad))
+                    .collect();
+                Tensor::from_vec(step, (n, 1), &device)?
+            };
+            let mut ctx = ForwardCtx::new(&input)
+                .with_cache(&mut cache)
+                .last_logits_only()
+                .with_rope_seq_len(total);
+            if let Some(m) = &mask_t {
+                ctx = ctx.with_mask(m);
+            }
+            logits = self.model.forward(ctx)?;
+        }
+        prompts
+            .iter()
+            .zip(new_ids)
+            .zip(reasons)
+            .map(|((p, ids), r)| {
+                Ok(Generation {
+                    text: self.tokenizer.decode(&ids)?,
+                    token_ids: ids,
+                    finish_reason: r.unwrap_or(FinishReason::Length),
+                    prompt_tokens: p.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn mask_tensor(mask: &[Vec<u8>], device: &candle_core::Device) -> Result<Tensor> {
+    let b = mask.len();
+    let t = mask.first().map(|m| m.len()).unwrap_or(0);
+    let flat: Vec<u8> = mask.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(flat, (b, t), device)?)
+}
+
+/// The first maximal index of each row of `[b, 1, vocab]` logits (torch's argmax tie rule).
+fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
+    let (b, _, v) = logits.dims3()?;
+    let rows = logits
+        .reshape((b, v))?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut best = 0usize;
+            for (i, &x) in r.iter().enumerate() {
+                if x > r[best] || (r[best].is_nan() && !x.is_nan()) {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect())
+}

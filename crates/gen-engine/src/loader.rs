@@ -1,0 +1,321 @@
+//! Loading a checkpoint: a local directory or a hub id (`owner/name[@revision]`) through the
+//! Hugging Face cache (`toxprompts::hub`: `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`,
+//! `HF_TOKEN` — the token is never logged), its config, safetensors weights, tokenizer and EOS
+//! ids, optionally with a PEFT adapter.
+
+use crate::error::{Error, Result};
+use crate::lora::{Adapter, LinearFactory, LoraPlan, LoraVars};
+use crate::models::{self, CausalLm};
+use crate::tokenizer::TextTokenizer;
+use crate::weights::{Checkpoint, Weights};
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toxprompts::hub::{Hub, HubRepo, RepoKind};
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A local checkpoint directory.
+    Local(PathBuf),
+    /// A hub repo id and revision (`main` by default).
+    Hub {
+        /// `owner/name`.
+        repo: String,
+        /// Branch, tag or commit.
+        revision: String,
+    },
+}
+
+impl ModelSource {
+    /// Parses `DIR` (an existing directory, or anything that starts with `.`, `/` or `~`) or
+    /// `owner/name[@revision]`.
+    pub fn parse(spec: &str) -> Self {
+        let p = Path::new(spec);
+        if p.is_dir() || spec.starts_with('.') || spec.starts_with('/') || spec.starts_with('~') {
+            return Self::Local(p.to_path_buf());
+        }
+        match spec.split_once('@') {
+            Some((repo, rev)) => Self::Hub {
+                repo: repo.to_string(),
+                revision: rev.to_string(),
+            },
+            None if spec.matches('/').count() == 1 => Self::Hub {
+                repo: spec.to_string(),
+                revision: "main".into(),
+            },
+            None => Self::Local(p.to_path_buf()),
+        }
+    }
+
+    /// A short name for records (`owner/name@rev` or the directory's name).
+    pub fn display_name(&self) -> String {
+        match self {
+            Self::Local(p) => p.display().to_string(),
+            Self::Hub { repo, revision } if revision == "main" => repo.clone(),
+            Self::Hub { repo, revision } => format!("{repo}@{revision}"),
+        }
+    }
+
+    /// Resolves to a local directory holding `config.json`, the tokenizer and the safetensors
+    /// weights (for a hub repo: the cache snapshot, downloading missing files unless offline).
+    pub fn resolve(&self, hub: &Hub) -> Result<PathBuf> {
+        match self {
+            Self::Local(p) => {
+                if !p.is_dir() {
+                    return Err(Error::MissingFile {
+                        path: p.clone(),
+                        what: "checkpoint directory".into(),
+                    });
+                }
+                Ok(p.clone())
+            }
+            Self::Hub { repo, revision } => {
+                let hub_err = |msg: String| Error::Hub {
+                    repo: format!("{repo}@{revision}"),
+                    msg,
+                };
+                let r = HubRepo::new(repo, RepoKind::Model)
+                    .and_then(|r| r.with_revision(revision))
+                    .map_err(|e| Error::Config {
+                        path: PathBuf::from(repo),
+                        key: "model".into(),
+                        msg: e.to_string(),
+                    })?;
+                let get = |f: &str| hub.get(&r, f);
+                let config = get("config.json").map_err(|e| hub_err(e.to_string()))?;
+                let dir = config
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| hub_err("cache path has no parent".into()))?;
+                get("tokenizer.json").map_err(|e| hub_err(e.to_string()))?;
+                for optional in [
+                    "tokenizer_config.json",
+                    "generation_config.json",
+                    "special_tokens_map.json",
+                ] {
+                    let _ = get(optional);
+                }
+                match get("model.safetensors.index.json") {
+                    Ok(index) => {
+                        let text =
+                            std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+                        let v: serde_json::Value =
+                            serde_json::from_str(&text).map_err(|source| Error::Json {
+                                path: index.clone(),
+                                source,
+                            })?;
+                        let mut files: Vec<String> = v
+                            .get("weight_map")
+                            .and_then(|m| m.as_object())
+                            .map(|m| {
+                                m.values()
+                                    .filter_map(|x| x.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        files.sort();
+                        files.dedup();
+                        for f in files {
+                            get(&f).map_err(|e| hub_err(e.to_string()))?;
+                        }
+                    }
+                    Err(_) => {
+                        get("model.safetensors").map_err(|e| {
+                            hub_err(format!(
+                                "no safetensors weights ({e}); pickle checkpoints are never loaded"
+                            ))
+                        })?;
+                    }
+                }
+                Ok(dir)
+            }
+        }
+    }
+}
+
+/// Parses a device: `cpu` or `cuda:N` (`cuda` = `cuda:0`). CUDA needs the `cuda` feature.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let bad = |msg: &str| Error::Device {
+        device: spec.to_string(),
+        msg: msg.to_string(),
+    };
+    if spec == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match spec.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| bad("expected `cpu` or `cuda:N`"))?,
+        None => return Err(bad("expected `cpu` or `cuda:N`")),
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(bad(
+            "this build has no CUDA support: rebuild with `--features cuda` (needs nvcc)",
+        ));
+    }
+    Device::new_cuda(ordinal).map_err(|e| bad(&e.to_string()))
+}
+
+/// The dtype to run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DTypeChoice {
+    /// The checkpoint's `torch_dtype` on a GPU; f32 on the CPU (candle's CPU f16/bf16 matmuls
+    /// widen on every call).
+    #[default]
+    Auto,
+    /// float32.
+    F32,
+    /// float16.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl DTypeChoice {
+    /// Parses `auto`, `f32`, `f16`, `bf16` (and the torch spellings).
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "f32" | "float32" => Self::F32,
+            "f16" | "float16" | "half" => Self::F16,
+            "bf16" | "bfloat16" => Self::BF16,
+            other => {
+                return Err(Error::InvalidParam {
+                    name: "dtype",
+                    msg: format!("`{other}`: expected f32, f16, bf16 or auto"),
+                });
+            }
+        })
+    }
+
+    fn resolve(self, config_dtype: Option<&str>, device: &Device) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::BF16 => DType::BF16,
+            Self::Auto if device.is_cpu() => DType::F32,
+            Self::Auto => match config_dtype {
+                Some("float16") => DType::F16,
+                Some("bfloat16") => DType::BF16,
+                _ => DType::F32,
+            },
+        }
+    }
+}
+
+/// Options of [`load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The dtype.
+    pub dtype: DTypeChoice,
+    /// The device (CPU by default).
+    pub device: Option<Device>,
+    /// The LoRA plan (none, an adapter, or trainable weights).
+    pub lora: LoraPlan,
+    /// The hub client settings (`Hub::from_env()` when `None`).
+    pub hub: Option<Hub>,
+}
+
+impl LoadOptions {
+    /// Loads a PEFT adapter directory onto the model, merged into the weights or as a separate
+    /// path.
+    pub fn with_adapter(mut self, dir: &Path, merge: bool) -> Result<Self> {
+        self.lora = LoraPlan::Adapter {
+            adapter: Arc::new(Adapter::load(dir)?),
+            merge,
+        };
+        Ok(self)
+    }
+}
+
+/// A loaded model with its tokenizer and EOS ids.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The model.
+    pub model: Box<dyn CausalLm>,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// EOS ids (from `generation_config.json`, else `config.json`, else the tokenizer).
+    pub eos_token_ids: Vec<u32>,
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Trainable LoRA weights (empty unless the plan was [`LoraPlan::Train`]).
+    pub lora_vars: LoraVars,
+    /// PEFT names of the modules that got a LoRA path.
+    pub lora_modules: Vec<String>,
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn ids_of(v: &serde_json::Value) -> Option<Vec<u32>> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().map(|x| vec![x as u32]),
+        serde_json::Value::Array(a) => a.iter().map(|x| x.as_u64().map(|x| x as u32)).collect(),
+        _ => None,
+    }
+}
+
+/// Loads a model from a source.
+pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
+    let hub = opts.hub.clone().unwrap_or_else(Hub::from_env);
+    let dir = source.resolve(&hub)?;
+    load_dir(&dir, opts)
+}
+
+/// Loads a model from a local checkpoint directory.
+pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let config_path = dir.join("config.json");
+    let config_text = std::fs::read_to_string(&config_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingFile {
+            path: config_path.clone(),
+            what: "model config".into(),
+        },
+        _ => Error::io(&config_path, e),
+    })?;
+    let config: serde_json::Value =
+        serde_json::from_str(&config_text).map_err(|source| Error::Json {
+            path: config_path.clone(),
+            source,
+        })?;
+    let device = opts.device.clone().unwrap_or(Device::Cpu);
+    let cfg_dtype = config
+        .get("torch_dtype")
+        .or_else(|| config.get("dtype"))
+        .and_then(|v| v.as_str());
+    let dtype = opts.dtype.resolve(cfg_dtype, &device);
+    let tokenizer = TextTokenizer::from_dir(dir)?;
+    let ck = Arc::new(Checkpoint::open_dir(dir)?);
+    let vb = Weights::new(ck, dtype, &device);
+    let factory = LinearFactory::new(opts.lora.clone())?;
+    let model = models::build(&config_path, &config_text, &vb, &factory)?;
+    let gen_cfg = read_json(&dir.join("generation_config.json"))?;
+    let eos = gen_cfg
+        .as_ref()
+        .and_then(|g| g.get("eos_token_id"))
+        .and_then(ids_of)
+        .or_else(|| config.get("eos_token_id").and_then(ids_of))
+        .or_else(|| tokenizer.eos_token_id().map(|e| vec![e]))
+        .unwrap_or_default();
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        eos_token_ids: eos,
+        dir: dir.to_path_buf(),
+        lora_vars: factory.vars().clone(),
+        lora_modules: factory.wrapped_modules(),
+    })
+}

@@ -1,0 +1,803 @@
+//! LoRA at the layer level: one linear-like layer, plain or LoRA-wrapped, built by a factory
+//! that knows each module's PEFT name and the adapter's [`LoraConfig`].
+//!
+//! A LoRA-wrapped layer computes `y = x Wᵀ + b + scale · (dropout(x) Aᵀ) Bᵀ` with `A` (`r × in`),
+//! `B` (`out × r`) and `scale = alpha / r` (or `alpha / √r` with rsLoRA), exactly as PEFT's
+//! `lora.Linear`. The low-rank weights come from one of three places ([`LoraPlan`]):
+//! - none: every layer is plain;
+//! - a PEFT adapter ([`Adapter`], `adapter_config.json` + `adapter_model.safetensors`), either
+//!   merged into the base weight at load time (`W + scale · B A`) or kept as a separate path;
+//! - trainable [`candle_core::Var`]s (always f32, whatever the base dtype), registered in a
+//!   [`LoraVars`] collection under their PEFT tensor names
+//!   (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`) so a trainer can hand
+//!   them to an optimiser and save them in PEFT format.
+//!
+//! Base weights are plain tensors (never `Var`s), so gradients flow only into the LoRA weights.
+
+use crate::error::{Error, Result};
+use crate::weights::{Checkpoint, Weights};
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The prefix PEFT puts before a module name in adapter tensor names.
+pub const PEFT_PREFIX: &str = "base_model.model.";
+
+/// `target_modules` of a PEFT config: a list of module-name suffixes, or one regular expression
+/// that must match the whole module name (`"all-linear"` is PEFT's keyword for every linear layer
+/// but the output head).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    /// Module-name suffixes (`q_proj` matches `model.layers.0.self_attn.q_proj`).
+    List(Vec<String>),
+    /// A regular expression matched against the whole module name, or `"all-linear"`.
+    Regex(String),
+}
+
+fn default_bias() -> String {
+    "none".into()
+}
+fn default_peft_type() -> String {
+    "LORA".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// PEFT's `adapter_config.json` for LoRA (the keys this crate reads; others are ignored).
+///
+/// Options that change the computation and are not implemented (DoRA, rank/alpha patterns,
+/// `modules_to_save`, `fan_in_fan_out`, trained biases, layer selection, …) are rejected by
+/// [`LoraConfig::validate`] with an error naming the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoraConfig {
+    /// The rank `r`.
+    pub r: usize,
+    /// `lora_alpha`: the scale is `alpha / r` (or `alpha / √r` with rsLoRA).
+    pub lora_alpha: f64,
+    /// Which modules get a LoRA path.
+    pub target_modules: TargetModules,
+    /// Dropout on the LoRA input during training.
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// Bias training: only `"none"` is supported.
+    #[serde(default = "default_bias")]
+    pub bias: String,
+    /// rsLoRA scaling (`alpha / √r`).
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// Conv1D-style transposed weights (GPT-2); unsupported when true.
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    /// DoRA; unsupported when true.
+    #[serde(default)]
+    pub use_dora: bool,
+    /// Per-module ranks; unsupported when non-empty.
+    #[serde(default)]
+    pub rank_pattern: BTreeMap<String, serde_json::Value>,
+    /// Per-module alphas; unsupported when non-empty.
+    #[serde(default)]
+    pub alpha_pattern: BTreeMap<String, serde_json::Value>,
+    /// Fully trained extra modules; unsupported when non-empty.
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
+    /// The base model the adapter was made for (informative).
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    /// PEFT task type (`CAUSAL_LM`).
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Must be `LORA`.
+    #[serde(default = "default_peft_type")]
+    pub peft_type: String,
+    /// PEFT's inference-mode flag (informative).
+    #[serde(default = "default_true")]
+    pub inference_mode: bool,
+    /// Only some layer indices get LoRA; unsupported when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers_to_transform: Option<serde_json::Value>,
+    /// Modules excluded from the targets; unsupported when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_modules: Option<serde_json::Value>,
+    /// LoRA on the B bias; unsupported when true.
+    #[serde(default)]
+    pub lora_bias: bool,
+    /// Layer replication; unsupported when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_replication: Option<serde_json::Value>,
+    /// LoRA on raw parameters; unsupported when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_parameters: Option<serde_json::Value>,
+    /// Trainable token rows; unsupported when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainable_token_indices: Option<serde_json::Value>,
+}
+
+impl LoraConfig {
+    /// A config for training: rank `r`, `alpha`, and the target module suffixes; dropout 0, no
+    /// bias, task `CAUSAL_LM`.
+    pub fn new(r: usize, lora_alpha: f64, targets: &[&str]) -> Self {
+        Self {
+            r,
+            lora_alpha,
+            target_modules: TargetModules::List(targets.iter().map(|s| s.to_string()).collect()),
+            lora_dropout: 0.0,
+            bias: "none".into(),
+            use_rslora: false,
+            fan_in_fan_out: false,
+            use_dora: false,
+            rank_pattern: BTreeMap::new(),
+            alpha_pattern: BTreeMap::new(),
+            modules_to_save: None,
+            base_model_name_or_path: None,
+            task_type: Some("CAUSAL_LM".into()),
+            peft_type: "LORA".into(),
+            inference_mode: false,
+            layers_to_transform: None,
+            exclude_modules: None,
+            lora_bias: false,
+            layer_replication: None,
+            target_parameters: None,
+            trainable_token_indices: None,
+        }
+    }
+
+    /// Reads and validates an `adapter_config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: path.to_path_buf(),
+                what: "PEFT adapter config".into(),
+            },
+            _ => Error::io(path, e),
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Rejects options this crate does not implement; `path` names the config in the error.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |key: &str, msg: &str| {
+            Err(Error::UnsupportedLora {
+                path: path.to_path_buf(),
+                key: key.into(),
+                msg: msg.into(),
+            })
+        };
+        if !self.peft_type.eq_ignore_ascii_case("lora") {
+            return bad("peft_type", &format!("`{}` is not LORA", self.peft_type));
+        }
+        if self.r == 0 {
+            return bad("r", "the rank must be at least 1");
+        }
+        if !self.lora_alpha.is_finite() {
+            return bad("lora_alpha", "must be a finite number");
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return bad("lora_dropout", "must be in [0, 1)");
+        }
+        if self.bias != "none" {
+            return bad(
+                "bias",
+                "only \"none\" is supported (trained biases are not)",
+            );
+        }
+        if self.fan_in_fan_out {
+            return bad(
+                "fan_in_fan_out",
+                "Conv1D-style weights (GPT-2) are not supported",
+            );
+        }
+        if self.use_dora {
+            return bad("use_dora", "DoRA is not supported");
+        }
+        if !self.rank_pattern.is_empty() {
+            return bad("rank_pattern", "per-module ranks are not supported");
+        }
+        if !self.alpha_pattern.is_empty() {
+            return bad("alpha_pattern", "per-module alphas are not supported");
+        }
+        if self.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
+            return bad(
+                "modules_to_save",
+                "fully trained extra modules are not supported",
+            );
+        }
+        if self
+            .layers_to_transform
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
+            return bad("layers_to_transform", "layer selection is not supported");
+        }
+        if self.exclude_modules.as_ref().is_some_and(|v| !v.is_null()) {
+            return bad("exclude_modules", "module exclusion is not supported");
+        }
+        if self.lora_bias {
+            return bad("lora_bias", "a bias on lora_B is not supported");
+        }
+        if self
+            .layer_replication
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
+            return bad("layer_replication", "layer replication is not supported");
+        }
+        if self
+            .target_parameters
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
+            return bad(
+                "target_parameters",
+                "LoRA on raw parameters is not supported",
+            );
+        }
+        if self
+            .trainable_token_indices
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
+            return bad(
+                "trainable_token_indices",
+                "trainable tokens are not supported",
+            );
+        }
+        if let TargetModules::Regex(re) = &self.target_modules
+            && re != "all-linear"
+            && regex::Regex::new(&format!("^(?:{re})$")).is_err()
+        {
+            return bad(
+                "target_modules",
+                &format!("`{re}` is not a valid regular expression"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The LoRA scale: `alpha / r`, or `alpha / √r` with rsLoRA.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.lora_alpha / (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha / self.r as f64
+        }
+    }
+
+    /// Whether the module with this PEFT name (e.g. `model.layers.0.self_attn.q_proj`) gets a
+    /// LoRA path, by PEFT's rules: a list entry matches the whole name or its last components; a
+    /// string is a regular expression matched against the whole name; `"all-linear"` matches every
+    /// linear layer but `lm_head`.
+    pub fn targets(&self, module: &str) -> bool {
+        match &self.target_modules {
+            TargetModules::List(list) => list
+                .iter()
+                .any(|t| module == t || module.ends_with(&format!(".{t}"))),
+            TargetModules::Regex(re) if re == "all-linear" => module != "lm_head",
+            TargetModules::Regex(re) => regex::Regex::new(&format!("^(?:{re})$"))
+                .map(|r| r.is_match(module))
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// A PEFT adapter on disk: its config and its weights.
+#[derive(Debug)]
+pub struct Adapter {
+    /// The validated config.
+    pub config: LoraConfig,
+    weights: Checkpoint,
+    dir: PathBuf,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl Adapter {
+    /// Loads `adapter_config.json` and `adapter_model.safetensors` from a directory. A pickle-only
+    /// adapter (`adapter_model.bin`) is refused.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config = LoraConfig::from_file(&dir.join("adapter_config.json"))?;
+        let file = dir.join("adapter_model.safetensors");
+        if !file.is_file() {
+            let pickles = crate::weights::pickle_files(dir);
+            if !pickles.is_empty() {
+                return Err(Error::PickleOnly {
+                    path: dir.to_path_buf(),
+                    files: pickles.join(", "),
+                });
+            }
+        }
+        let weights = Checkpoint::open_files(&[file])?;
+        Ok(Self {
+            config,
+            weights,
+            dir: dir.to_path_buf(),
+            used: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// The adapter directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("adapter_model.safetensors")
+    }
+
+    /// Reads the `(A, B)` pair of a module in f32, checking their shapes against the base layer.
+    fn pair(
+        &self,
+        module: &str,
+        in_dim: usize,
+        out_dim: usize,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let a_name = format!("{PEFT_PREFIX}{module}.lora_A.weight");
+        let b_name = format!("{PEFT_PREFIX}{module}.lora_B.weight");
+        if !self.weights.contains(&a_name) && !self.weights.contains(&b_name) {
+            return Ok(None);
+        }
+        let r = self.config.r;
+        let mut out = Vec::new();
+        for (name, shape) in [(&a_name, [r, in_dim]), (&b_name, [out_dim, r])] {
+            let found = self
+                .weights
+                .shape_of(name)
+                .ok_or_else(|| Error::AdapterMismatch {
+                    path: self.file(),
+                    tensor: name.clone(),
+                    msg: "missing (its A/B partner is present)".into(),
+                })?;
+            if found != shape {
+                return Err(Error::AdapterMismatch {
+                    path: self.file(),
+                    tensor: name.clone(),
+                    msg: format!("shape {found:?}, the base layer with rank {r} needs {shape:?}"),
+                });
+            }
+            out.push(
+                self.weights
+                    .get(name, None, DType::F32, &candle_core::Device::Cpu)?,
+            );
+            if let Ok(mut used) = self.used.lock() {
+                used.insert(name.clone());
+            }
+        }
+        let b = out.pop().ok_or_else(|| Error::InvalidParam {
+            name: "adapter",
+            msg: "empty pair".into(),
+        })?;
+        let a = out.pop().ok_or_else(|| Error::InvalidParam {
+            name: "adapter",
+            msg: "empty pair".into(),
+        })?;
+        Ok(Some((a, b)))
+    }
+
+    /// Errors on the first adapter tensor no module of the base consumed (an adapter for another
+    /// base).
+    pub(crate) fn check_all_used(&self) -> Result<()> {
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        let mut names: Vec<&str> = self.weights.names().collect();
+        names.sort();
+        if let Some(n) = names.into_iter().find(|n| !used.contains(*n)) {
+            return Err(Error::AdapterMismatch {
+                path: self.file(),
+                tensor: n.to_string(),
+                msg: "the base model has no such LoRA-targetable module".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How trainable LoRA weights start.
+#[derive(Debug, Clone)]
+pub enum LoraInit {
+    /// PEFT's default: `A` Kaiming-uniform (bound `1/√in`), `B` zero; drawn from this seed
+    /// (deterministic per module name).
+    Default {
+        /// The seed.
+        seed: u64,
+    },
+    /// Copied from an existing PEFT adapter (e.g. to continue training or to replay a
+    /// reference run).
+    FromAdapter(Arc<Adapter>),
+}
+
+/// Where the LoRA weights of a model come from.
+#[derive(Debug, Clone, Default)]
+pub enum LoraPlan {
+    /// No LoRA: every layer is plain.
+    #[default]
+    None,
+    /// A PEFT adapter for inference, merged into the base weights or kept as a separate path.
+    Adapter {
+        /// The adapter.
+        adapter: Arc<Adapter>,
+        /// Fold `scale · B A` into the base weight at load time.
+        merge: bool,
+    },
+    /// Trainable f32 `Var`s for every targeted module.
+    Train {
+        /// The LoRA config (rank, alpha, targets, dropout).
+        config: Box<LoraConfig>,
+        /// How the weights start.
+        init: LoraInit,
+    },
+}
+
+impl LoraPlan {
+    /// Trainable LoRA weights with this config and initialisation.
+    pub fn train(config: LoraConfig, init: LoraInit) -> Self {
+        Self::Train {
+            config: Box::new(config),
+            init,
+        }
+    }
+}
+
+/// The trainable LoRA weights of a model, keyed by their PEFT tensor names
+/// (`base_model.model.<module>.lora_A.weight`, `….lora_B.weight`). Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct LoraVars {
+    vars: Arc<Mutex<BTreeMap<String, Var>>>,
+}
+
+impl LoraVars {
+    fn insert(&self, name: String, var: Var) {
+        if let Ok(mut v) = self.vars.lock() {
+            v.insert(name, var);
+        }
+    }
+
+    /// `(PEFT name, Var)` pairs, sorted by name.
+    pub fn named(&self) -> Vec<(String, Var)> {
+        self.vars
+            .lock()
+            .map(|v| v.iter().map(|(k, x)| (k.clone(), x.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// All the Vars, sorted by name (hand these to an optimiser).
+    pub fn all_vars(&self) -> Vec<Var> {
+        self.named().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// How many tensors.
+    pub fn len(&self) -> usize {
+        self.vars.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.named().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Writes the weights as PEFT's `adapter_model.safetensors` (f32) to `path`, through a
+    /// temporary file renamed over it.
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let map: std::collections::HashMap<String, Tensor> = self
+            .named()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LoraPath {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    dropout: f32,
+}
+
+/// A linear layer `y = x Wᵀ + b`, optionally with a LoRA path. Built by [`LinearFactory`].
+///
+/// The base weight is frozen (a plain tensor); with trainable LoRA, `A` and `B` are the tensors of
+/// the registered [`Var`]s, so `loss.backward()` yields their gradients.
+#[derive(Debug, Clone)]
+pub struct LoraLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    lora: Option<LoraPath>,
+    name: String,
+}
+
+impl LoraLinear {
+    /// A plain layer from a weight (`out × in`) and an optional bias.
+    pub fn plain(weight: Tensor, bias: Option<Tensor>, name: impl Into<String>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+            name: name.into(),
+        }
+    }
+
+    /// The PEFT module name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The frozen base weight (`out × in`; with a merged adapter, the merged one).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Whether the layer carries a separate (unmerged) LoRA path.
+    pub fn has_lora(&self) -> bool {
+        self.lora.is_some()
+    }
+
+    /// `(out, in)` of the layer.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        Ok(self.weight.dims2()?)
+    }
+
+    /// Forward in inference mode (no dropout).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
+    /// Forward; `training` turns the LoRA dropout on.
+    pub fn forward_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let n: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((n, in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(l) = &self.lora {
+            let mut xl = x2.to_dtype(l.a.dtype())?;
+            if training && l.dropout > 0.0 {
+                xl = candle_nn::ops::dropout(&xl, l.dropout)?;
+            }
+            let h = xl.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
+            let h = (h * l.scale)?;
+            y = (y.to_dtype(h.dtype())? + h)?.to_dtype(self.weight.dtype())?;
+        }
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = y.dim(1)?;
+        Ok(y.reshape(out_dims)?)
+    }
+
+    /// Fuses layers sharing an input into one (weights stacked along the output dimension), when
+    /// none carries a separate LoRA path; `None` otherwise. The fused output is the
+    /// concatenation of the parts' outputs in order.
+    pub fn fuse(parts: &[&LoraLinear], name: impl Into<String>) -> Result<Option<LoraLinear>> {
+        if parts.iter().any(|p| p.has_lora()) || parts.is_empty() {
+            return Ok(None);
+        }
+        let ws: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let weight = Tensor::cat(&ws, 0)?;
+        let bias = if parts.iter().all(|p| p.bias.is_some()) {
+            let bs: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
+            Some(Tensor::cat(&bs, 0)?)
+        } else if parts.iter().any(|p| p.bias.is_some()) {
+            let mut bs = Vec::new();
+            for p in parts {
+                let (out, _) = p.dims()?;
+                bs.push(match &p.bias {
+                    Some(b) => b.clone(),
+                    None => Tensor::zeros(out, p.weight.dtype(), p.weight.device())?,
+                });
+            }
+            Some(Tensor::cat(&bs, 0)?)
+        } else {
+            None
+        };
+        Ok(Some(LoraLinear {
+            weight,
+            bias,
+            lora: None,
+            name: name.into(),
+        }))
+    }
+}
+
+/// Builds the linear layers of a model: plain, or LoRA-wrapped per the [`LoraPlan`], by PEFT
+/// module name (the [`Weights`] path of the layer, e.g. `model.layers.0.self_attn.q_proj`).
+#[derive(Debug, Default)]
+pub struct LinearFactory {
+    plan: LoraPlan,
+    vars: LoraVars,
+    wrapped: Mutex<Vec<String>>,
+}
+
+impl LinearFactory {
+    /// A factory for a plan.
+    pub fn new(plan: LoraPlan) -> Result<Self> {
+        if let LoraPlan::Train { config, init } = &plan {
+            config.validate(Path::new("<LoRA training config>"))?;
+            if let LoraInit::FromAdapter(a) = init
+                && a.config.r != config.r
+            {
+                return Err(Error::AdapterMismatch {
+                    path: a.dir().to_path_buf(),
+                    tensor: "lora_A".into(),
+                    msg: format!(
+                        "initial adapter has rank {}, training asks for {}",
+                        a.config.r, config.r
+                    ),
+                });
+            }
+        }
+        Ok(Self {
+            plan,
+            vars: LoraVars::default(),
+            wrapped: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &LoraPlan {
+        &self.plan
+    }
+
+    /// The trainable Vars registered so far (empty unless the plan is [`LoraPlan::Train`]).
+    pub fn vars(&self) -> &LoraVars {
+        &self.vars
+    }
+
+    /// The PEFT names of the modules that got a LoRA path (merged or not).
+    pub fn wrapped_modules(&self) -> Vec<String> {
+        self.wrapped.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Builds the layer at `vb` (`weight` `out × in`, optional `bias`) with its LoRA path if the
+    /// plan targets it.
+    pub fn linear(
+        &self,
+        vb: &Weights,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<LoraLinear> {
+        let weight = vb.get(&[out_dim, in_dim], "weight")?;
+        let bias = if bias {
+            Some(vb.get(&[out_dim], "bias")?)
+        } else {
+            None
+        };
+        self.wrap(weight, bias, vb.prefix())
+    }
+
+    /// Wraps an already loaded weight (e.g. a tied head) as the module `name`.
+    pub fn wrap(&self, weight: Tensor, bias: Option<Tensor>, name: &str) -> Result<LoraLinear> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let mut layer = LoraLinear::plain(weight, bias, name);
+        match &self.plan {
+            LoraPlan::None => {}
+            LoraPlan::Adapter { adapter, merge } => {
+                let targeted = adapter.config.targets(name);
+                let Some((a, b)) = adapter.pair(name, in_dim, out_dim)? else {
+                    if targeted && name != "lm_head" {
+                        return Err(Error::AdapterMismatch {
+                            path: adapter.file(),
+                            tensor: format!("{PEFT_PREFIX}{name}.lora_A.weight"),
+                            msg: "targeted by adapter_config.json but absent from the weights"
+                                .into(),
+                        });
+                    }
+                    return Ok(layer);
+                };
+                let dev = layer.weight.device().clone();
+                let (a, b) = (a.to_device(&dev)?, b.to_device(&dev)?);
+                let scale = adapter.config.scale();
+                if *merge {
+                    let delta = (b.matmul(&a)? * scale)?;
+                    let w = (layer.weight.to_dtype(DType::F32)? + delta)?;
+                    layer.weight = w.to_dtype(layer.weight.dtype())?;
+                } else {
+                    layer.lora = Some(LoraPath {
+                        a,
+                        b,
+                        scale,
+                        dropout: 0.0,
+                    });
+                }
+                self.note(name);
+            }
+            LoraPlan::Train { config, init } => {
+                if !config.targets(name) {
+                    return Ok(layer);
+                }
+                let dev = layer.weight.device().clone();
+                let r = config.r;
+                let (a, b) = match init {
+                    LoraInit::Default { seed } => {
+                        let bound = 1.0 / (in_dim as f64).sqrt();
+                        let vals = uniform(*seed, name, r * in_dim, bound);
+                        let a = Tensor::from_vec(vals, (r, in_dim), &dev)?;
+                        let b = Tensor::zeros((out_dim, r), DType::F32, &dev)?;
+                        (a, b)
+                    }
+                    LoraInit::FromAdapter(adapter) => match adapter.pair(name, in_dim, out_dim)? {
+                        Some((a, b)) => (a.to_device(&dev)?, b.to_device(&dev)?),
+                        None => {
+                            return Err(Error::AdapterMismatch {
+                                path: adapter.file(),
+                                tensor: format!("{PEFT_PREFIX}{name}.lora_A.weight"),
+                                msg: "the initial adapter has no weights for this targeted module"
+                                    .into(),
+                            });
+                        }
+                    },
+                };
+                let va = Var::from_tensor(&a)?;
+                let vb_ = Var::from_tensor(&b)?;
+                self.vars
+                    .insert(format!("{PEFT_PREFIX}{name}.lora_A.weight"), va.clone());
+                self.vars
+                    .insert(format!("{PEFT_PREFIX}{name}.lora_B.weight"), vb_.clone());
+                layer.lora = Some(LoraPath {
+                    a: va.as_tensor().clone(),
+                    b: vb_.as_tensor().clone(),
+                    scale: config.scale(),
+                    dropout: config.lora_dropout as f32,
+                });
+                self.note(name);
+            }
+        }
+        Ok(layer)
+    }
+
+    fn note(&self, name: &str) {
+        if let Ok(mut w) = self.wrapped.lock() {
+            w.push(name.to_string());
+        }
+    }
+
+    /// After the model is built: errors if an adapter holds tensors no module consumed.
+    pub fn finish(&self) -> Result<()> {
+        match &self.plan {
+            LoraPlan::Adapter { adapter, .. } => adapter.check_all_used(),
+            LoraPlan::Train {
+                init: LoraInit::FromAdapter(adapter),
+                ..
+            } => adapter.check_all_used(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Deterministic uniform(-bound, bound) draws for one module (splitmix64 seeded by the seed and
+/// the module name), independent of any global RNG.
+fn uniform(seed: u64, name: &str, n: usize, bound: f64) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut state = seed ^ h;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+            ((2.0 * u - 1.0) * bound) as f32
+        })
+        .collect()
+}

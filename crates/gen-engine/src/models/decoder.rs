@@ -1,0 +1,607 @@
+//! The decoder stack the four families share: embeddings, pre-norm attention and gated MLP
+//! blocks, final norm and head. Families differ only in the knobs of [`Spec`] (norm form,
+//! activation, embedding scale, soft-capping, sliding windows, sandwich norms, fused projections),
+//! which their `Config`s set.
+
+use super::{ForwardCtx, KvCache, LogitsWanted, ModelInfo};
+use crate::error::{Error, Result};
+use crate::lora::{LinearFactory, LoraLinear, LoraPlan};
+use crate::ops::{self, Activation};
+use crate::rope::{Rope, RopeSpec};
+use crate::weights::Weights;
+use candle_core::{D, DType, Device, Tensor};
+use std::path::Path;
+
+/// How an RMSNorm weight is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NormKind {
+    /// `x̂ · w` (Llama, Phi-3).
+    Plain,
+    /// `x̂ · (1 + w)` (Gemma, Gemma-2).
+    OnePlus,
+}
+
+/// Whether projections sharing an input are stored fused in the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `q_proj`/`k_proj`/`v_proj`, `gate_proj`/`up_proj`.
+    Separate,
+    /// `qkv_proj`, `gate_up_proj` (Phi-3).
+    Fused,
+}
+
+/// Everything the shared decoder needs to know about a family and a config.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub architecture: &'static str,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub max_position_embeddings: usize,
+    pub norm: NormKind,
+    pub act: Activation,
+    pub embed_scale: bool,
+    pub attn_scale: f64,
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+    /// Per layer: the sliding window, if that layer has one.
+    pub sliding: Vec<Option<usize>>,
+    /// Gemma-2's post-attention and pre/post feed-forward norms.
+    pub sandwich_norms: bool,
+    pub layout: Layout,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub tie_word_embeddings: bool,
+    pub rope: RopeSpec,
+}
+
+impl Spec {
+    pub(crate) fn check(&self, path: &Path) -> Result<()> {
+        let pos = |k: &str, v: usize| {
+            if v == 0 {
+                Err(Error::config(path, k, "must be positive"))
+            } else {
+                Ok(())
+            }
+        };
+        pos("vocab_size", self.vocab_size)?;
+        pos("hidden_size", self.hidden_size)?;
+        pos("intermediate_size", self.intermediate_size)?;
+        pos("num_hidden_layers", self.num_layers)?;
+        pos("num_attention_heads", self.num_heads)?;
+        pos("num_key_value_heads", self.num_kv_heads)?;
+        pos("head_dim", self.head_dim)?;
+        pos("max_position_embeddings", self.max_position_embeddings)?;
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(Error::config(
+                path,
+                "num_key_value_heads",
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_kv_heads, self.num_heads
+                ),
+            ));
+        }
+        if self.sliding.contains(&Some(0)) {
+            return Err(Error::config(path, "sliding_window", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    w: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(vb: &Weights, size: usize, eps: f64, kind: NormKind) -> Result<Self> {
+        let w = match kind {
+            NormKind::Plain => vb.get(&[size], "weight")?,
+            // transformers multiplies by (1 + w.float()) in f32: keep the sum in f32.
+            NormKind::OnePlus => (vb.get_with_dtype(&[size], "weight", DType::F32)? + 1.0)?,
+        };
+        Ok(Self { w, eps })
+    }
+
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        ops::rms_norm(x, &self.w, self.eps, training)
+    }
+}
+
+/// Projections with one input: one fused matmul split by sizes, or separate layers.
+#[derive(Debug, Clone)]
+enum Proj {
+    Fused(LoraLinear, Vec<usize>),
+    Separate(Vec<LoraLinear>),
+}
+
+impl Proj {
+    /// Builds from separate layers, fusing them when inference allows (no separate LoRA path).
+    fn from_separate(parts: Vec<LoraLinear>, fuse: bool, name: &str) -> Result<Self> {
+        if fuse {
+            let refs: Vec<&LoraLinear> = parts.iter().collect();
+            if let Some(f) = LoraLinear::fuse(&refs, name)? {
+                let sizes = parts
+                    .iter()
+                    .map(|p| p.dims().map(|d| d.0))
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(Self::Fused(f, sizes));
+            }
+        }
+        Ok(Self::Separate(parts))
+    }
+
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Separate(ps) => ps.iter().map(|p| p.forward_t(x, training)).collect(),
+            Self::Fused(p, sizes) => {
+                let y = p.forward_t(x, training)?;
+                let mut out = Vec::with_capacity(sizes.len());
+                let mut off = 0;
+                for &s in sizes {
+                    out.push(y.narrow(D::Minus1, off, s)?);
+                    off += s;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    qkv: Proj,
+    o: LoraLinear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    scale: f64,
+    softcap: Option<f64>,
+    sliding: bool,
+}
+
+impl Attention {
+    fn new(spec: &Spec, vb: &Weights, f: &LinearFactory, fuse: bool, layer: usize) -> Result<Self> {
+        let (h, nh, nkv, hd) = (
+            spec.hidden_size,
+            spec.num_heads,
+            spec.num_kv_heads,
+            spec.head_dim,
+        );
+        let qkv = match spec.layout {
+            Layout::Separate => {
+                let q = f.linear(&vb.pp("q_proj"), h, nh * hd, spec.attention_bias)?;
+                let k = f.linear(&vb.pp("k_proj"), h, nkv * hd, spec.attention_bias)?;
+                let v = f.linear(&vb.pp("v_proj"), h, nkv * hd, spec.attention_bias)?;
+                Proj::from_separate(vec![q, k, v], fuse, &format!("{}.qkv", vb.prefix()))?
+            }
+            Layout::Fused => {
+                let qkv = f.linear(
+                    &vb.pp("qkv_proj"),
+                    h,
+                    (nh + 2 * nkv) * hd,
+                    spec.attention_bias,
+                )?;
+                Proj::Fused(qkv, vec![nh * hd, nkv * hd, nkv * hd])
+            }
+        };
+        let o = f.linear(&vb.pp("o_proj"), nh * hd, h, spec.attention_bias)?;
+        Ok(Self {
+            qkv,
+            o,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+            scale: spec.attn_scale,
+            softcap: spec.attn_softcap,
+            sliding: spec.sliding[layer].is_some(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        st: &Step<'_>,
+        cache: Option<&mut KvCache>,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let mut qkv = self.qkv.forward(x, st.training)?;
+        let v = qkv.pop().ok_or_else(|| internal("qkv"))?;
+        let k = qkv.pop().ok_or_else(|| internal("qkv"))?;
+        let q = qkv.pop().ok_or_else(|| internal("qkv"))?;
+        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = ops::rope(&q, &st.cos, &st.sin, st.training)?;
+        let k = ops::rope(&k, &st.cos, &st.sin, st.training)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let kv_len = k.dim(2)?;
+        let rep = nh / nkv;
+        // Grouped-query attention without copying K/V: the `rep` query heads of one KV head
+        // become extra rows of one matmul.
+        let q = (q * self.scale)?.reshape((b, nkv, rep * t, hd))?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if scores.dtype() != DType::F32 {
+            scores = scores.to_dtype(DType::F32)?;
+        }
+        if let Some(cap) = self.softcap {
+            scores = ops::soft_cap(&scores, cap)?;
+        }
+        let mask = if self.sliding {
+            &st.sliding_mask
+        } else {
+            &st.mask
+        };
+        if let Some(m) = mask {
+            scores = scores
+                .reshape((b, nkv, rep, t, kv_len))?
+                .broadcast_add(m)?
+                .reshape((b, nkv, rep * t, kv_len))?;
+        }
+        let probs = ops::softmax_last_dim(&scores, st.training)?.to_dtype(v.dtype())?;
+        let out = probs.matmul(&v)?; // [b, nkv, rep*t, hd]
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        self.o.forward_t(&out, st.training)
+    }
+}
+
+fn internal(what: &str) -> Error {
+    Error::InvalidParam {
+        name: "internal",
+        msg: format!("{what}: unexpected split"),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_up: Proj,
+    down: LoraLinear,
+    act: Activation,
+}
+
+impl Mlp {
+    fn new(spec: &Spec, vb: &Weights, f: &LinearFactory, fuse: bool) -> Result<Self> {
+        let (h, i) = (spec.hidden_size, spec.intermediate_size);
+        let gate_up = match spec.layout {
+            Layout::Separate => {
+                let g = f.linear(&vb.pp("gate_proj"), h, i, spec.mlp_bias)?;
+                let u = f.linear(&vb.pp("up_proj"), h, i, spec.mlp_bias)?;
+                Proj::from_separate(vec![g, u], fuse, &format!("{}.gate_up", vb.prefix()))?
+            }
+            Layout::Fused => Proj::Fused(
+                f.linear(&vb.pp("gate_up_proj"), h, 2 * i, spec.mlp_bias)?,
+                vec![i, i],
+            ),
+        };
+        let down = f.linear(&vb.pp("down_proj"), i, h, spec.mlp_bias)?;
+        Ok(Self {
+            gate_up,
+            down,
+            act: spec.act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let mut gu = self.gate_up.forward(x, training)?;
+        let up = gu.pop().ok_or_else(|| internal("gate_up"))?;
+        let gate = gu.pop().ok_or_else(|| internal("gate_up"))?;
+        let h = (self.act.apply(&gate)? * up)?;
+        self.down.forward_t(&h, training)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_attn_norm: RmsNorm,
+    pre_ff_norm: Option<RmsNorm>,
+    post_ff_norm: Option<RmsNorm>,
+    mlp: Mlp,
+}
+
+impl Layer {
+    fn new(spec: &Spec, vb: &Weights, f: &LinearFactory, fuse: bool, i: usize) -> Result<Self> {
+        let n =
+            |name: &str| RmsNorm::new(&vb.pp(name), spec.hidden_size, spec.rms_norm_eps, spec.norm);
+        Ok(Self {
+            input_norm: n("input_layernorm")?,
+            attn: Attention::new(spec, &vb.pp("self_attn"), f, fuse, i)?,
+            post_attn_norm: n("post_attention_layernorm")?,
+            pre_ff_norm: if spec.sandwich_norms {
+                Some(n("pre_feedforward_layernorm")?)
+            } else {
+                None
+            },
+            post_ff_norm: if spec.sandwich_norms {
+                Some(n("post_feedforward_layernorm")?)
+            } else {
+                None
+            },
+            mlp: Mlp::new(spec, &vb.pp("mlp"), f, fuse)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        st: &Step<'_>,
+        cache: Option<&mut KvCache>,
+        i: usize,
+    ) -> Result<Tensor> {
+        let tr = st.training;
+        let h = self
+            .attn
+            .forward(&self.input_norm.forward(x, tr)?, st, cache, i)?;
+        match (&self.pre_ff_norm, &self.post_ff_norm) {
+            (Some(pre), Some(post)) => {
+                let x = (x + self.post_attn_norm.forward(&h, tr)?)?;
+                let m = self.mlp.forward(&pre.forward(&x, tr)?, tr)?;
+                Ok((&x + post.forward(&m, tr)?)?)
+            }
+            _ => {
+                let x = (x + h)?;
+                let m = self
+                    .mlp
+                    .forward(&self.post_attn_norm.forward(&x, tr)?, tr)?;
+                Ok((x + m)?)
+            }
+        }
+    }
+}
+
+/// Per-call state shared by the layers.
+struct Step<'a> {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    sliding_mask: Option<Tensor>,
+    training: bool,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+/// The shared decoder.
+#[derive(Debug, Clone)]
+pub(crate) struct Decoder {
+    embed: Tensor,
+    embed_scale: Option<Tensor>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: LoraLinear,
+    rope: Rope,
+    final_softcap: Option<f64>,
+    window: Option<usize>,
+    info: ModelInfo,
+}
+
+impl Decoder {
+    pub(crate) fn new(spec: &Spec, path: &Path, vb: &Weights, f: &LinearFactory) -> Result<Self> {
+        spec.check(path)?;
+        let fuse = !matches!(f.plan(), LoraPlan::Train { .. });
+        let m = vb.pp("model");
+        let embed = m
+            .pp("embed_tokens")
+            .get(&[spec.vocab_size, spec.hidden_size], "weight")?;
+        let embed_scale = if spec.embed_scale {
+            // transformers: tensor(hidden ** 0.5) cast to the weight dtype, then multiplied.
+            let s = (spec.hidden_size as f64).sqrt() as f32;
+            Some(Tensor::new(s, vb.device())?.to_dtype(vb.dtype())?)
+        } else {
+            None
+        };
+        let rope = Rope::new(&spec.rope, spec.head_dim, path)?;
+        let mut layers = Vec::with_capacity(spec.num_layers);
+        for i in 0..spec.num_layers {
+            layers.push(Layer::new(spec, &m.pp("layers").pp(i), f, fuse, i)?);
+        }
+        let norm = RmsNorm::new(
+            &m.pp("norm"),
+            spec.hidden_size,
+            spec.rms_norm_eps,
+            spec.norm,
+        )?;
+        let lm_head = if spec.tie_word_embeddings && !vb.contains("lm_head.weight") {
+            f.wrap(embed.clone(), None, "lm_head")?
+        } else {
+            f.linear(&vb.pp("lm_head"), spec.hidden_size, spec.vocab_size, false)?
+        };
+        f.finish()?;
+        let (h, i, v, l) = (
+            spec.hidden_size,
+            spec.intermediate_size,
+            spec.vocab_size,
+            spec.num_layers,
+        );
+        let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
+        let per_layer = h * (nh + 2 * nkv) * hd
+            + nh * hd * h
+            + 3 * h * i
+            + h * if spec.sandwich_norms { 4 } else { 2 };
+        let head = if spec.tie_word_embeddings { 0 } else { v * h };
+        let num_params = v * h + l * per_layer + h + head;
+        let window = spec.sliding.iter().flatten().copied().min();
+        Ok(Self {
+            embed,
+            embed_scale,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            final_softcap: spec.final_softcap,
+            window,
+            info: ModelInfo {
+                architecture: spec.architecture.to_string(),
+                vocab_size: v,
+                hidden_size: h,
+                num_layers: l,
+                num_kv_heads: nkv,
+                head_dim: hd,
+                max_position_embeddings: spec.max_position_embeddings,
+                dtype: vb.dtype(),
+                device: vb.device().clone(),
+                num_params,
+            },
+        })
+    }
+
+    pub(crate) fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub(crate) fn forward(&self, ctx: ForwardCtx<'_>) -> Result<Tensor> {
+        let ForwardCtx {
+            input_ids,
+            attention_mask,
+            position_ids,
+            mut cache,
+            training,
+            logits,
+            rope_seq_len,
+        } = ctx;
+        let (b, t) = input_ids.dims2()?;
+        if t == 0 {
+            return Err(Error::InvalidParam {
+                name: "input_ids",
+                msg: "zero-length sequence".into(),
+            });
+        }
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let total = past + t;
+        let device = &self.info.device;
+        let valid: Option<Vec<Vec<f32>>> = match attention_mask {
+            Some(m) => {
+                let (mb, mt) = m.dims2()?;
+                if mb != b || mt != total {
+                    return Err(Error::InvalidParam {
+                        name: "attention_mask",
+                        msg: format!(
+                            "shape [{mb}, {mt}], expected [{b}, {total}] (past {past} + new {t})"
+                        ),
+                    });
+                }
+                Some(m.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+            }
+            None => None,
+        };
+        let pos: Vec<u32> = match position_ids {
+            Some(p) => {
+                let (pb, pt) = p.dims2()?;
+                if pb != b || pt != t {
+                    return Err(Error::InvalidParam {
+                        name: "position_ids",
+                        msg: format!("shape [{pb}, {pt}], expected [{b}, {t}]"),
+                    });
+                }
+                p.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?
+            }
+            None => match &valid {
+                Some(rows) => {
+                    let mut out = Vec::with_capacity(b * t);
+                    for row in rows {
+                        let mut c: i64 = 0;
+                        let mut all = Vec::with_capacity(total);
+                        for &m in row {
+                            let real = m != 0.0;
+                            c += real as i64;
+                            all.push(if real { (c - 1) as u32 } else { 0 });
+                        }
+                        out.extend_from_slice(&all[past..]);
+                    }
+                    out
+                }
+                None => (0..b)
+                    .flat_map(|_| (past..total).map(|p| p as u32))
+                    .collect(),
+            },
+        };
+        let (cos, sin) = self
+            .rope
+            .cos_sin(&pos, rope_seq_len, (b, t), self.info.dtype, device)?;
+        let mask = build_mask(valid.as_deref(), b, t, past, None, device)?;
+        let sliding_mask = match self.window {
+            Some(w) if w < total => build_mask(valid.as_deref(), b, t, past, Some(w), device)?,
+            _ => mask.clone(),
+        };
+        let st = Step {
+            cos,
+            sin,
+            mask,
+            sliding_mask,
+            training,
+            _p: std::marker::PhantomData,
+        };
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let mut x = self
+            .embed
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.info.hidden_size))?;
+        if let Some(s) = &self.embed_scale {
+            x = x.broadcast_mul(s)?;
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &st, cache.as_deref_mut(), i)?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        if logits == LogitsWanted::Last {
+            x = x.narrow(1, t - 1, 1)?;
+        }
+        let x = self.norm.forward(&x, training)?;
+        let mut out = self.lm_head.forward_t(&x, training)?;
+        if let Some(cap) = self.final_softcap {
+            out = ops::soft_cap(&out, cap)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The additive attention mask `[b, 1, 1, t, past + t]` (0 = attend, −∞ = masked): causal,
+/// padding, and the sliding window when given (`key > query − window`, as transformers). A query
+/// always sees itself, so padding rows never turn into NaN. `None` when nothing is masked.
+fn build_mask(
+    valid: Option<&[Vec<f32>]>,
+    b: usize,
+    t: usize,
+    past: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let total = past + t;
+    if t == 1 && valid.is_none() && window.is_none_or(|w| w >= total) {
+        return Ok(None);
+    }
+    let mut m = vec![0f32; b * t * total];
+    for bi in 0..b {
+        for qi in 0..t {
+            let q = past + qi;
+            let row = &mut m[(bi * t + qi) * total..(bi * t + qi + 1) * total];
+            for (k, slot) in row.iter_mut().enumerate() {
+                let ok = k == q
+                    || (k < q
+                        && valid.is_none_or(|v| v[bi][k] != 0.0)
+                        && window.is_none_or(|w| k + w > q));
+                if !ok {
+                    *slot = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    Ok(Some(Tensor::from_vec(m, (b, 1, 1, t, total), device)?))
+}

@@ -1,0 +1,344 @@
+//! The causal-LM trait every family implements, the forward context, the KV cache, and the
+//! family dispatch on `architectures[0]`.
+
+use crate::error::{Error, Result};
+use crate::lora::LinearFactory;
+use crate::weights::Weights;
+use candle_core::{DType, Device, Tensor};
+use std::path::Path;
+
+pub(crate) mod decoder;
+pub mod gemma;
+pub mod gemma2;
+pub mod llama;
+pub mod phi3;
+
+pub use gemma::GemmaForCausalLM;
+pub use gemma2::Gemma2ForCausalLM;
+pub use llama::LlamaForCausalLM;
+pub use phi3::Phi3ForCausalLM;
+
+/// The architectures (`config.json` `architectures[0]`) this crate implements.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "LlamaForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Phi3ForCausalLM",
+];
+
+/// Which logits a forward call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitsWanted {
+    /// Every position: `[b, t, vocab]` (training, scoring).
+    #[default]
+    All,
+    /// Only the last position: `[b, 1, vocab]` (generation).
+    Last,
+}
+
+/// The inputs of one forward call.
+///
+/// ```text
+/// input_ids       [b, t]          u32 token ids (left or right padded)
+/// attention_mask  [b, past + t]   1 for a real token, 0 for padding (default: all real)
+/// position_ids    [b, t]          (default: cumsum(mask) − 1 per row, 0 on padding, as
+///                                  transformers' generate; or past + 0..t without a mask)
+/// cache           the KV cache to read and extend (None: no cache, e.g. training)
+/// training        differentiable ops everywhere and LoRA dropout on
+/// ```
+#[derive(Debug)]
+pub struct ForwardCtx<'a> {
+    /// Token ids `[b, t]` (u32).
+    pub input_ids: &'a Tensor,
+    /// Padding mask `[b, past + t]` (any integer or float dtype; non-zero = real token).
+    pub attention_mask: Option<&'a Tensor>,
+    /// Position ids `[b, t]`.
+    pub position_ids: Option<&'a Tensor>,
+    /// KV cache to use and extend.
+    pub cache: Option<&'a mut KvCache>,
+    /// Training mode.
+    pub training: bool,
+    /// Which logits to return.
+    pub logits: LogitsWanted,
+    /// The sequence length longrope decides its factor set from (transformers:
+    /// `max(position_ids) + 1` over the whole batch). Default: computed from this call's
+    /// positions; a generator that drops finished rows passes the full batch's length here.
+    pub rope_seq_len: Option<usize>,
+}
+
+impl<'a> ForwardCtx<'a> {
+    /// A context with only the token ids: no mask, default positions, no cache, inference,
+    /// all logits.
+    pub fn new(input_ids: &'a Tensor) -> Self {
+        Self {
+            input_ids,
+            attention_mask: None,
+            position_ids: None,
+            cache: None,
+            training: false,
+            logits: LogitsWanted::All,
+            rope_seq_len: None,
+        }
+    }
+
+    /// Sets the sequence length longrope decides from (see [`ForwardCtx::rope_seq_len`]).
+    pub fn with_rope_seq_len(mut self, len: usize) -> Self {
+        self.rope_seq_len = Some(len);
+        self
+    }
+
+    /// Sets the padding mask.
+    pub fn with_mask(mut self, mask: &'a Tensor) -> Self {
+        self.attention_mask = Some(mask);
+        self
+    }
+
+    /// Sets explicit position ids.
+    pub fn with_positions(mut self, pos: &'a Tensor) -> Self {
+        self.position_ids = Some(pos);
+        self
+    }
+
+    /// Uses (and extends) a KV cache.
+    pub fn with_cache(mut self, cache: &'a mut KvCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Sets training mode.
+    pub fn training(mut self, training: bool) -> Self {
+        self.training = training;
+        self
+    }
+
+    /// Asks for the last position's logits only.
+    pub fn last_logits_only(mut self) -> Self {
+        self.logits = LogitsWanted::Last;
+        self
+    }
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// `architectures[0]`.
+    pub architecture: String,
+    /// Vocabulary size (logits width).
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Number of decoder layers.
+    pub num_layers: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// The context window (`max_position_embeddings`).
+    pub max_position_embeddings: usize,
+    /// The dtype the model runs in.
+    pub dtype: DType,
+    /// The device it runs on.
+    pub device: Device,
+    /// Parameters of the base model (embedding counted once when tied).
+    pub num_params: usize,
+}
+
+/// One interface for every causal-LM family (mistral.rs' `NormalModel` in spirit).
+pub trait CausalLm: Send + Sync + std::fmt::Debug {
+    /// Runs the model: logits `[b, t, vocab]` (or `[b, 1, vocab]` with
+    /// [`LogitsWanted::Last`]) in the model dtype. With a cache, the new keys and values are
+    /// appended to it.
+    fn forward(&self, ctx: ForwardCtx<'_>) -> Result<Tensor>;
+
+    /// Facts about the model.
+    fn info(&self) -> &ModelInfo;
+
+    /// The padded sequence length at which greedy generation drops the KV cache and recomputes
+    /// the whole sequence, as transformers' `prepare_inputs_for_generation` does for Phi-3 when
+    /// the length first exceeds `original_max_position_embeddings` (so that every cached key is
+    /// rotated with the long longrope factors). `None` for the other families.
+    fn generation_cache_reset(&self) -> Option<usize> {
+        None
+    }
+
+    /// An empty KV cache for `batch` rows, preallocated for `capacity` positions.
+    fn new_cache(&self, batch: usize, capacity: usize) -> KvCache {
+        KvCache::new(self.info().num_layers, batch, capacity)
+    }
+}
+
+/// A preallocated key/value cache: per layer `[b, kv_heads, capacity, head_dim]` buffers written
+/// in place (no concatenation per step), grown when a call would overflow them.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+    batch: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `num_layers` layers, `batch` rows and `capacity` positions.
+    pub fn new(num_layers: usize, batch: usize, capacity: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+            len: 0,
+            batch,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Rows of the cache.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Appends `k`, `v` `[b, kv, t, d]` for layer `i` at the current length and returns the
+    /// cached keys and values up to and including them.
+    pub(crate) fn append(&mut self, i: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, h, t, d) = k.dims4()?;
+        if b != self.batch {
+            return Err(Error::InvalidParam {
+                name: "cache",
+                msg: format!("cache has {} rows, the batch {b}", self.batch),
+            });
+        }
+        let need = self.len + t;
+        let slot = &mut self.layers[i];
+        let grow = match slot {
+            Some((kc, _)) => kc.dim(2)? < need,
+            None => true,
+        };
+        if grow {
+            let cap = need.max(self.capacity);
+            let kc = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
+            let vc = Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?;
+            if let Some((ok, ov)) = slot.take()
+                && self.len > 0
+            {
+                kc.slice_set(&ok.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                vc.slice_set(&ov.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            }
+            *slot = Some((kc, vc));
+        }
+        let Some((kc, vc)) = slot.as_ref() else {
+            return Err(Error::InvalidParam {
+                name: "cache",
+                msg: "layer buffer missing".into(),
+            });
+        };
+        kc.slice_set(&k.contiguous()?, 2, self.len)?;
+        vc.slice_set(&v.contiguous()?, 2, self.len)?;
+        Ok((kc.narrow(2, 0, need)?, vc.narrow(2, 0, need)?))
+    }
+
+    pub(crate) fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+
+    /// Keeps only the given rows (e.g. drop finished sequences from a batch).
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        if rows.len() == self.batch {
+            return Ok(());
+        }
+        let first = self
+            .layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.device().clone());
+        let Some(dev) = first else {
+            self.batch = rows.len();
+            return Ok(());
+        };
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &dev,
+        )?;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        self.batch = rows.len();
+        Ok(())
+    }
+}
+
+/// Builds the model named by `architectures[0]` of the config at `config_path` (its text in
+/// `config_text`).
+pub(crate) fn build(
+    config_path: &Path,
+    config_text: &str,
+    vb: &Weights,
+    factory: &LinearFactory,
+) -> Result<Box<dyn CausalLm>> {
+    let v: serde_json::Value = serde_json::from_str(config_text).map_err(|source| Error::Json {
+        path: config_path.to_path_buf(),
+        source,
+    })?;
+    let arch = v
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .and_then(|a| a.first())
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| {
+            Error::config(
+                config_path,
+                "architectures",
+                "missing or not a list of strings",
+            )
+        })?;
+    macro_rules! cfg {
+        ($t:ty) => {{
+            let c: $t = serde_json::from_value(v.clone()).map_err(|source| Error::Json {
+                path: config_path.to_path_buf(),
+                source,
+            })?;
+            c
+        }};
+    }
+    Ok(match arch {
+        "LlamaForCausalLM" => Box::new(LlamaForCausalLM::new(
+            &cfg!(llama::Config),
+            config_path,
+            vb,
+            factory,
+        )?),
+        "GemmaForCausalLM" => Box::new(GemmaForCausalLM::new(
+            &cfg!(gemma::Config),
+            config_path,
+            vb,
+            factory,
+        )?),
+        "Gemma2ForCausalLM" => Box::new(Gemma2ForCausalLM::new(
+            &cfg!(gemma2::Config),
+            config_path,
+            vb,
+            factory,
+        )?),
+        "Phi3ForCausalLM" => Box::new(Phi3ForCausalLM::new(
+            &cfg!(phi3::Config),
+            config_path,
+            vb,
+            factory,
+        )?),
+        other => {
+            return Err(Error::UnknownArchitecture {
+                path: config_path.to_path_buf(),
+                found: other.to_string(),
+                supported: SUPPORTED_ARCHITECTURES.to_vec(),
+            });
+        }
+    })
+}

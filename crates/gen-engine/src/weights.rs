@@ -1,0 +1,340 @@
+//! Memory-mapped safetensors checkpoints (one file or sharded with an index), read tensor by
+//! tensor with typed errors naming the file and the tensor.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use memmap2::{Mmap, UncheckedAdvice};
+use safetensors::SafeTensors;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    /// name -> (dtype, shape, byte range in the file)
+    tensors: HashMap<String, (safetensors::Dtype, Vec<usize>, usize, usize)>,
+}
+
+impl Shard {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: path.to_path_buf(),
+                what: "safetensors weights".into(),
+            },
+            _ => Error::io(path, e),
+        })?;
+        // SAFETY: the file is opened read-only and never written by this process; a concurrent
+        // writer truncating it is outside what any mmap-based loader can guard against.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let base = mmap.as_ptr() as usize;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            let start = data.as_ptr() as usize - base;
+            tensors.insert(
+                name,
+                (
+                    view.dtype(),
+                    view.shape().to_vec(),
+                    start,
+                    start + data.len(),
+                ),
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+            tensors,
+        })
+    }
+
+    /// Gives the pages of a byte range back to the kernel once its tensor is copied, so the
+    /// mapped file does not double the resident memory of a loaded model.
+    fn release(&self, start: usize, end: usize) {
+        let page = 4096;
+        let lo = start.div_ceil(page) * page;
+        let hi = end / page * page;
+        if hi > lo {
+            // SAFETY: read-only private file mapping; dropped pages are re-read from the file if
+            // touched again, and no reference into this range is alive past this point.
+            let _ = unsafe {
+                self.mmap
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
+        }
+    }
+}
+
+/// A set of safetensors files seen as one name → tensor map.
+///
+/// Tensors are copied out of the memory map as they are requested (converted to the target
+/// dtype), and the pages they occupied are released at once.
+pub struct Checkpoint {
+    shards: Vec<Shard>,
+    index: HashMap<String, usize>,
+    origin: PathBuf,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("origin", &self.origin)
+            .field("tensors", &self.index.len())
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Opens a list of safetensors files.
+    pub fn open_files(files: &[PathBuf]) -> Result<Self> {
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            let shard = Shard::open(f)?;
+            for name in shard.tensors.keys() {
+                index.insert(name.clone(), i);
+            }
+            shards.push(shard);
+        }
+        let origin = files.first().cloned().unwrap_or_default();
+        Ok(Self {
+            shards,
+            index,
+            origin,
+        })
+    }
+
+    /// Opens the weights of a checkpoint directory: `model.safetensors`, or the shards listed in
+    /// `model.safetensors.index.json`. A directory holding only pickle files is refused.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        if index_path.is_file() {
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            #[derive(serde::Deserialize)]
+            struct Index {
+                weight_map: BTreeMap<String, String>,
+            }
+            let idx: Index = serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: index_path.clone(),
+                source,
+            })?;
+            let mut files: Vec<String> = idx.weight_map.values().cloned().collect();
+            files.sort();
+            files.dedup();
+            for f in &files {
+                if f.contains("..") || f.starts_with('/') {
+                    return Err(Error::config(
+                        &index_path,
+                        "weight_map",
+                        format!("shard `{f}` escapes the directory"),
+                    ));
+                }
+            }
+            let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+            let mut ck = Self::open_files(&paths)?;
+            for (name, file) in &idx.weight_map {
+                if !ck.index.contains_key(name) {
+                    return Err(Error::MissingTensor {
+                        path: dir.join(file),
+                        name: name.clone(),
+                    });
+                }
+            }
+            ck.origin = index_path;
+            return Ok(ck);
+        }
+        if single.is_file() {
+            return Self::open_files(&[single]);
+        }
+        let pickles = pickle_files(dir);
+        if !pickles.is_empty() {
+            return Err(Error::PickleOnly {
+                path: dir.to_path_buf(),
+                files: pickles.join(", "),
+            });
+        }
+        Err(Error::MissingFile {
+            path: single,
+            what: "safetensors weights (model.safetensors or model.safetensors.index.json)".into(),
+        })
+    }
+
+    /// Whether a tensor is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// All tensor names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(|s| s.as_str())
+    }
+
+    /// The file a tensor lives in (or the checkpoint's first file when it is absent).
+    pub fn file_of(&self, name: &str) -> &Path {
+        match self.index.get(name) {
+            Some(&i) => &self.shards[i].path,
+            None => &self.origin,
+        }
+    }
+
+    /// The shape of a tensor, if present.
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        let &i = self.index.get(name)?;
+        self.shards[i].tensors.get(name).map(|t| t.1.as_slice())
+    }
+
+    /// Reads a tensor, checks its shape (when `shape` is given), converts it to `dtype` on
+    /// `device`.
+    pub fn get(
+        &self,
+        name: &str,
+        shape: Option<&[usize]>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.origin.clone(),
+            name: name.to_string(),
+        })?;
+        let shard = &self.shards[i];
+        let (st_dtype, st_shape, start, end) = &shard.tensors[name];
+        if let Some(expected) = shape
+            && expected != st_shape.as_slice()
+        {
+            return Err(Error::TensorShape {
+                path: shard.path.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: st_shape.clone(),
+            });
+        }
+        let src = match st_dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F64 => DType::F64,
+            other => {
+                return Err(Error::TensorDtype {
+                    path: shard.path.clone(),
+                    name: name.to_string(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        let bytes = &shard.mmap[*start..*end];
+        let t = Tensor::from_raw_buffer(bytes, src, st_shape, &Device::Cpu)?;
+        let t = if src == dtype { t } else { t.to_dtype(dtype)? };
+        let t = t.to_device(device)?;
+        shard.release(*start, *end);
+        Ok(t)
+    }
+}
+
+/// The pickle checkpoint files in a directory (`*.bin`, `*.pt`, `*.pth`, `*.ckpt`).
+pub(crate) fn pickle_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if [".bin", ".pt", ".pth", ".ckpt", ".pkl"]
+                .iter()
+                .any(|x| name.ends_with(x))
+            {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A path into a [`Checkpoint`] (like candle's `VarBuilder`): `vb.pp("model").pp("layers").pp(0)`
+/// names the tensors below it, and carries the dtype and device the model runs in.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    ck: Arc<Checkpoint>,
+    prefix: String,
+    dtype: DType,
+    device: Device,
+}
+
+impl Weights {
+    /// A root path into a checkpoint.
+    pub fn new(ck: Arc<Checkpoint>, dtype: DType, device: &Device) -> Self {
+        Self {
+            ck,
+            prefix: String::new(),
+            dtype,
+            device: device.clone(),
+        }
+    }
+
+    /// The path one level down.
+    pub fn pp(&self, s: impl ToString) -> Self {
+        let s = s.to_string();
+        let prefix = if self.prefix.is_empty() {
+            s
+        } else {
+            format!("{}.{s}", self.prefix)
+        };
+        Self {
+            prefix,
+            ..self.clone()
+        }
+    }
+
+    /// The dotted path of this node (the PEFT module name of a linear layer).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The model's dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The model's device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The checkpoint.
+    pub fn checkpoint(&self) -> &Arc<Checkpoint> {
+        &self.ck
+    }
+
+    /// The full tensor name of `name` below this node.
+    pub fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// Whether `name` below this node exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.ck.contains(&self.full_name(name))
+    }
+
+    /// Reads tensor `name` below this node with the expected shape, in the model's dtype.
+    pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        self.ck
+            .get(&self.full_name(name), Some(shape), self.dtype, &self.device)
+    }
+
+    /// Reads tensor `name` below this node with the expected shape, in `dtype`.
+    pub fn get_with_dtype(&self, shape: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
+        self.ck
+            .get(&self.full_name(name), Some(shape), dtype, &self.device)
+    }
+}
