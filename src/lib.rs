@@ -9,7 +9,14 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod figures;
 pub mod io;
+pub mod model_stages;
+pub mod plan;
+pub mod report;
+pub mod runner;
+pub mod stages;
+pub mod study;
 
 pub use best_mcmc;
 pub use gen_engine;

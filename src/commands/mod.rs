@@ -1,3 +1,4 @@
 //! One module per `toxdrift` subcommand: each has an `Args` struct (clap) and a `run` function.
 
 pub mod prompts;
+pub mod run;

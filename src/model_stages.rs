@@ -1,0 +1,406 @@
+//! The stages that run neural networks: generate ([`gen_engine`]), score ([`hate_classifier`])
+//! and fine-tune ([`lora_train`]).
+//!
+//! Generation and scoring append to their JSONL output in chunks that follow the prompt set's
+//! order, one append + fsync per chunk; a resumed unit skips the ids already written, so the
+//! file always lists the prompts in the prompt set's order, each once. The fine-tune resumes
+//! from its last checkpoint inside the unit directory.
+
+use crate::error::{Error, Result};
+use crate::io::ResumableJsonl;
+use crate::plan::Unit;
+use crate::runner::progress_bar;
+use crate::stages::{ADAPTER_DIR, GENERATIONS_FILE, SCORES_FILE, read_prompt_set};
+use crate::study::{Dtype, Location, Model, ModelSource, Study, Template, TooLong};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// One line of a generations file (design.md §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationLine {
+    /// The prompt id.
+    pub id: String,
+    /// The prompt's subset.
+    pub subset: String,
+    /// The model's name in the study.
+    pub model: String,
+    /// The prompt text.
+    pub prompt: String,
+    /// The continuation (new tokens decoded, special tokens skipped, trimmed).
+    pub completion: String,
+    /// The new token ids.
+    pub completion_token_ids: Vec<u32>,
+    /// `eos` or `length`.
+    pub finish_reason: String,
+}
+
+/// One line of a scores file: the generation plus `score` and `toxic`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredLine {
+    /// The generation.
+    #[serde(flatten)]
+    pub generation: GenerationLine,
+    /// The classifier's probability of the toxic label.
+    pub score: f32,
+    /// `score >= threshold`.
+    pub toxic: bool,
+}
+
+/// Prompts per append (and per fsync) in generation: a few batches.
+const GEN_CHUNK_BATCHES: usize = 4;
+/// Texts per append in scoring: a few batches.
+const SCORE_CHUNK_BATCHES: usize = 8;
+
+fn gen_dtype(d: Dtype) -> gen_engine::DTypeChoice {
+    match d {
+        Dtype::Auto => gen_engine::DTypeChoice::Auto,
+        Dtype::F32 => gen_engine::DTypeChoice::F32,
+        Dtype::F16 => gen_engine::DTypeChoice::F16,
+        Dtype::Bf16 => gen_engine::DTypeChoice::BF16,
+    }
+}
+
+fn engine_source(l: &Location) -> gen_engine::ModelSource {
+    match l {
+        Location::Local(p) => gen_engine::ModelSource::Local(p.clone()),
+        Location::Hub { repo, revision } => gen_engine::ModelSource::Hub {
+            repo: repo.clone(),
+            revision: revision.clone(),
+        },
+    }
+}
+
+/// A local directory for a PEFT adapter: as given, or its files fetched from the hub cache.
+fn adapter_dir(l: &Location) -> Result<PathBuf> {
+    match l {
+        Location::Local(p) => Ok(p.clone()),
+        Location::Hub { repo, revision } => {
+            use toxprompts::hub::{Hub, HubRepo, RepoKind};
+            let hub = Hub::from_env();
+            let r = HubRepo::new(repo, RepoKind::Model)
+                .and_then(|r| r.with_revision(revision))
+                .map_err(toxprompts::Error::from)?;
+            hub.get(&r, "adapter_model.safetensors")
+                .map_err(toxprompts::Error::from)?;
+            let cfg = hub
+                .get(&r, "adapter_config.json")
+                .map_err(toxprompts::Error::from)?;
+            Ok(cfg.parent().map(Path::to_path_buf).unwrap_or_default())
+        }
+    }
+}
+
+/// The checkpoint (and adapter) a model of the study generates with; `trained` is the adapter
+/// this study trained for a `finetune_from` model.
+fn weights_of(
+    study: &Study,
+    model: &Model,
+    trained: Option<&Path>,
+) -> Result<(Location, Option<PathBuf>)> {
+    match &model.source {
+        ModelSource::Checkpoint { model, adapter } => {
+            let a = match adapter {
+                Some(a) => Some(adapter_dir(a)?),
+                None => None,
+            };
+            Ok((model.clone(), a))
+        }
+        ModelSource::FinetuneFrom(from) => {
+            let base = study
+                .model(from)
+                .ok_or_else(|| Error::BadInput(format!("`{from}` is not a model of the study")))?;
+            let ModelSource::Checkpoint { model: base, .. } = &base.source else {
+                return Err(Error::BadInput(format!("`{from}` is not a checkpoint")));
+            };
+            let trained = trained.ok_or_else(|| {
+                Error::BadInput(format!("`{}`: its trained adapter is missing", model.name))
+            })?;
+            Ok((base.clone(), Some(trained.to_path_buf())))
+        }
+    }
+}
+
+/// The generate unit: greedy continuations of every prompt, appended to `generations.jsonl`.
+pub fn run_generate(
+    study: &Study,
+    unit: &Unit,
+    model: &Model,
+    prompts_unit: &Unit,
+    trained_adapter: Option<&Path>,
+    progress: bool,
+) -> Result<Value> {
+    let prompts = read_prompt_set(prompts_unit)?;
+    let path = unit.dir.join(GENERATIONS_FILE);
+    let mut out = ResumableJsonl::open(&path, "id")?;
+    let todo = prompts.iter().filter(|p| !out.contains(&p.id)).count();
+    if todo > 0 {
+        let (ckpt, adapter) = weights_of(study, model, trained_adapter)?;
+        let device = gen_engine::parse_device(&study.device)?;
+        let mut opts = gen_engine::LoadOptions {
+            dtype: gen_dtype(study.generation.dtype),
+            device: Some(device),
+            ..Default::default()
+        };
+        if let Some(dir) = &adapter {
+            opts = opts.with_adapter(dir, true)?;
+        }
+        tracing::info!("loading {} ({})", model.name, ckpt);
+        let lm = gen_engine::load(&engine_source(&ckpt), &opts)?;
+        let g = &study.generation;
+        let params = gen_engine::GenerateParams::new()
+            .max_new_tokens(g.max_new_tokens)
+            .batch_size(g.batch_size)
+            .chat_template(g.chat_template)
+            .truncation(match g.prompt_too_long {
+                TooLong::Error => gen_engine::TruncationPolicy::Error,
+                TooLong::TruncateLeft => gen_engine::TruncationPolicy::LeftTruncate,
+            })
+            .check()?;
+        let generator = gen_engine::Generator::new(
+            lm.model.as_ref(),
+            &lm.tokenizer,
+            &lm.eos_token_ids,
+            params,
+        )?;
+        let pb = progress_bar(
+            progress,
+            prompts.len() as u64,
+            format!("generate {}", model.name),
+        );
+        pb.set_position((prompts.len() - todo) as u64);
+        pb.reset_eta();
+        for chunk in prompts.chunks(g.batch_size * GEN_CHUNK_BATCHES) {
+            let pending: Vec<&toxprompts::PromptRecord> =
+                chunk.iter().filter(|p| !out.contains(&p.id)).collect();
+            if pending.is_empty() {
+                continue;
+            }
+            let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+            let gens = generator.generate_with_progress(&texts, &mut |n| pb.inc(n as u64))?;
+            let records: Vec<(String, GenerationLine)> = pending
+                .iter()
+                .zip(gens)
+                .map(|(p, g)| {
+                    (
+                        p.id.clone(),
+                        GenerationLine {
+                            id: p.id.clone(),
+                            subset: p.subset.clone(),
+                            model: model.name.clone(),
+                            prompt: p.text.clone(),
+                            completion: g.text,
+                            completion_token_ids: g.token_ids,
+                            finish_reason: g.finish_reason.as_str().to_string(),
+                        },
+                    )
+                })
+                .collect();
+            out.append_batch(&records)?;
+        }
+        pb.finish_and_clear();
+    }
+    Ok(json!({ "file": GENERATIONS_FILE, "records": out.len() }))
+}
+
+fn read_generations(path: &Path) -> Result<Vec<GenerationLine>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut v = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        v.push(serde_json::from_str(&line).map_err(|e| {
+            Error::BadInput(format!(
+                "{}:{}: not a generation record: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?);
+    }
+    Ok(v)
+}
+
+/// The score unit: the classifier's score of every continuation, appended to `scores.jsonl`.
+pub fn run_score(
+    study: &Study,
+    unit: &Unit,
+    model: &Model,
+    gen_unit: &Unit,
+    progress: bool,
+) -> Result<Value> {
+    let gens = read_generations(&gen_unit.dir.join(GENERATIONS_FILE))?;
+    let path = unit.dir.join(SCORES_FILE);
+    let mut out = ResumableJsonl::open(&path, "id")?;
+    let todo = gens.iter().filter(|g| !out.contains(&g.id)).count();
+    if todo > 0 {
+        let c = &study.classifier;
+        let spec = c.source.to_arg();
+        let clf = hate_classifier::HateClassifier::params()
+            .label(c.label.clone())
+            .threshold(c.threshold as f32)
+            .batch_size(c.batch_size)
+            .device(gen_engine::parse_device(&study.device)?)
+            .load(&spec)?;
+        let pb = progress_bar(progress, gens.len() as u64, format!("score {}", model.name));
+        pb.set_position((gens.len() - todo) as u64);
+        pb.reset_eta();
+        for chunk in gens.chunks(c.batch_size * SCORE_CHUNK_BATCHES) {
+            let pending: Vec<&GenerationLine> =
+                chunk.iter().filter(|g| !out.contains(&g.id)).collect();
+            if pending.is_empty() {
+                continue;
+            }
+            let texts: Vec<&str> = pending.iter().map(|g| g.completion.as_str()).collect();
+            let scores = clf.score(&texts)?;
+            let records: Vec<(String, ScoredLine)> = pending
+                .iter()
+                .zip(scores)
+                .map(|(g, s)| {
+                    (
+                        g.id.clone(),
+                        ScoredLine {
+                            generation: (*g).clone(),
+                            score: s,
+                            toxic: clf.is_toxic(s),
+                        },
+                    )
+                })
+                .collect();
+            out.append_batch(&records)?;
+            pb.inc(pending.len() as u64);
+        }
+        pb.finish_and_clear();
+    }
+    Ok(json!({ "file": SCORES_FILE, "records": out.len() }))
+}
+
+/// The target modules of the paper's recipe for a checkpoint, by its `architectures[0]`.
+pub fn default_targets(model_dir: &Path) -> Result<Vec<String>> {
+    let path = model_dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::BadInput(format!("{}: {e}", path.display())))?;
+    let arch = v["architectures"][0].as_str().unwrap_or("");
+    let names: &[&str] = if arch.starts_with("Phi3") {
+        &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    } else {
+        &[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    };
+    Ok(names.iter().map(|s| s.to_string()).collect())
+}
+
+/// The finetune unit: LoRA on `base` with the study's recipe; the PEFT adapter goes to
+/// `adapter/` in the unit directory, with checkpoints beside it for resuming.
+pub fn run_finetune(study: &Study, unit: &Unit, base: &Model, progress: bool) -> Result<Value> {
+    let ModelSource::Checkpoint { model, adapter } = &base.source else {
+        return Err(Error::BadInput(format!(
+            "`{}` is fine-tuned by the study and cannot be fine-tuned again",
+            base.name
+        )));
+    };
+    if adapter.is_some() {
+        return Err(Error::BadInput(format!(
+            "`{}` has an adapter: fine-tuning on top of an adapter is not supported; name a \
+             plain checkpoint in `finetune_from`",
+            base.name
+        )));
+    }
+    let r = &study.finetune;
+    let hub = toxprompts::hub::Hub::from_env();
+    let model_dir = engine_source(model).resolve(&hub)?;
+    let data = match &r.data {
+        Location::Local(p) => p.display().to_string(),
+        Location::Hub { repo, revision } => {
+            use toxprompts::hub::{HubRepo, RepoKind};
+            let hr = HubRepo::new(repo, RepoKind::Dataset)
+                .and_then(|h| h.with_revision(revision))
+                .map_err(toxprompts::Error::from)?;
+            hub.get(&hr, lora_train::data::DOLLY_FILE)
+                .map_err(toxprompts::Error::from)?
+                .display()
+                .to_string()
+        }
+    };
+    let targets = match &r.targets {
+        Some(t) => t.clone(),
+        None => default_targets(&model_dir)?,
+    };
+    let device = gen_engine::parse_device(&study.device)?;
+    let mut train = lora_train::trainer::TrainParams::default();
+    train.adamw.lr = r.lr;
+    train.adamw.weight_decay = r.weight_decay;
+    train.warmup_steps = r.warmup_steps;
+    train.micro_batch = r.batch_size;
+    train.grad_accum = r.grad_accum;
+    train.epochs = r.epochs;
+    train.max_steps = r.max_steps;
+    train.seed = r.seed;
+    train.checkpoint_every = r.checkpoint_every;
+    let spec = lora_train::finetune::FinetuneSpec {
+        model: model_dir.display().to_string(),
+        base_model_name: Some(match model {
+            Location::Hub { repo, .. } => repo.clone(),
+            Location::Local(p) => p.display().to_string(),
+        }),
+        data,
+        fields: lora_train::data::Fields::dolly(),
+        template: match r.template {
+            Template::Inst => lora_train::template::Template::AuthorsInst,
+            Template::Alpaca => lora_train::template::Template::Alpaca,
+            Template::Chat => lora_train::template::Template::Chat,
+        },
+        max_len: r.max_seq_len,
+        loss_on: lora_train::template::LossOn::All,
+        limit: r.max_records,
+        lora: lora_train::finetune::LoraParams {
+            r: r.rank,
+            alpha: r.alpha,
+            dropout: r.dropout,
+            targets,
+            use_rslora: false,
+            init_seed: r.seed,
+        },
+        init_adapter: None,
+        train,
+        dtype: gen_dtype(study.generation.dtype),
+        device,
+        out: unit.dir.join(ADAPTER_DIR),
+        merged_out: None,
+        resume: true,
+    };
+    let pb = progress_bar(progress, 0, format!("finetune {}", unit.name));
+    let report = lora_train::finetune::finetune(
+        &spec,
+        &mut |steps, truncated| {
+            pb.set_length(steps as u64);
+            if truncated > 0 {
+                tracing::warn!("{}: {truncated} sequences truncated", unit.name);
+            }
+        },
+        &mut |log| {
+            pb.set_position(log.step as u64);
+            pb.set_message(format!("loss {:.4}", log.loss));
+        },
+    )?;
+    pb.finish_and_clear();
+    let last = report.summary.log.last();
+    Ok(json!({
+        "adapter": ADAPTER_DIR,
+        "records": report.records,
+        "truncated": report.truncated,
+        "trainable_params": report.trainable_params,
+        "steps": report.summary.log.len(),
+        "final_loss": last.map(|l| l.loss),
+    }))
+}
