@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Build the prompt set (RTP random + severe, CEB per axis) and write it as JSONL.
     Prompts(commands::prompts::Args),
+    /// Generate greedy continuations of a prompt set with one model (and optional LoRA adapter).
+    Generate(commands::generate::Args),
     /// Run a whole study from a TOML file (all stages, resumable) and write the report.
     Run(commands::run::Args),
 }
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result: toxdrift::error::Result<()> = match cli.command {
         Command::Prompts(args) => commands::prompts::run(args),
+        Command::Generate(args) => commands::generate::run(args),
         Command::Run(args) => commands::run::run(args),
     };
     match result {

@@ -1,4 +1,5 @@
 //! One module per `toxdrift` subcommand: each has an `Args` struct (clap) and a `run` function.
 
+pub mod generate;
 pub mod prompts;
 pub mod run;
