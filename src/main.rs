@@ -24,37 +24,16 @@ struct Cli {
 enum Command {
     /// Build the prompt set (RTP random + severe, CEB per axis) and write it as JSONL.
     Prompts(commands::prompts::Args),
-    /// Generate greedy continuations of a prompt set with one model (and optional LoRA adapter).
-    Generate(commands::generate::Args),
-    /// Run a whole study from a TOML file (all stages, resumable) and write the report.
-    Run(commands::run::Args),
-}
-
-/// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG`
-/// (e.g. `RUST_LOG=toxdrift=debug,gen_engine=info`) overrides.
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(verbose >= 2)
-        .try_init();
+    /// Fine-tune a model with LoRA on Dolly-15k (the authors' recipe) and save a PEFT adapter.
+    Finetune(commands::finetune::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let _ = cli.verbose;
     let result: toxdrift::error::Result<()> = match cli.command {
         Command::Prompts(args) => commands::prompts::run(args),
-        Command::Generate(args) => commands::generate::run(args),
-        Command::Run(args) => commands::run::run(args),
+        Command::Finetune(args) => commands::finetune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

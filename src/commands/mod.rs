@@ -1,5 +1,4 @@
 //! One module per `toxdrift` subcommand: each has an `Args` struct (clap) and a `run` function.
 
-pub mod generate;
+pub mod finetune;
 pub mod prompts;
-pub mod run;

@@ -207,7 +207,10 @@ pub fn load_for_training(
     let opts = LoadOptions {
         dtype,
         device: Some(device.clone()),
-        lora: LoraPlan::Train { config, init },
+        lora: LoraPlan::Train {
+            config: Box::new(config),
+            init,
+        },
         hub: None,
     };
     let loaded = gen_engine::load(&ModelSource::parse(model), &opts)?;
