@@ -68,6 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         r.rate_diff,
         t.elapsed().as_secs_f64() * 1e3
     );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM")) {
+        println!("{}", hwm.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
     Ok(())
 }
 
