@@ -23,6 +23,15 @@ pub enum Error {
     /// Loading sources or building the prompt set (`toxprompts`).
     #[error(transparent)]
     Prompts(#[from] toxprompts::Error),
+    /// Fitting or summarising a comparison (`best-mcmc`).
+    #[error(transparent)]
+    Best(#[from] best_mcmc::Error),
+    /// Loading a model or generating (`gen-engine`).
+    #[error(transparent)]
+    Gen(#[from] gen_engine::Error),
+    /// Loading the classifier or scoring (`hate-classifier`).
+    #[error(transparent)]
+    Classifier(#[from] hate_classifier::Error),
     /// Fine-tuning (`lora-train`).
     #[error(transparent)]
     Train(#[from] lora_train::Error),
@@ -34,6 +43,9 @@ impl Error {
         match self {
             Error::BadInput(_) => 2,
             Error::Prompts(e) if e.is_bad_input() => 2,
+            Error::Best(e) if e.is_bad_input() => 2,
+            Error::Gen(e) if e.is_bad_input() => 2,
+            Error::Classifier(e) if e.is_bad_input() => 2,
             Error::Train(e) if e.is_bad_input() => 2,
             _ => 1,
         }

@@ -26,14 +26,38 @@ enum Command {
     Prompts(commands::prompts::Args),
     /// Fine-tune a model with LoRA on Dolly-15k (the authors' recipe) and save a PEFT adapter.
     Finetune(commands::finetune::Args),
+    /// Generate greedy continuations of a prompt set with one model (and optional LoRA adapter).
+    Generate(commands::generate::Args),
+    /// Run a whole study from a TOML file (all stages, resumable) and write the report.
+    Run(commands::run::Args),
+}
+
+/// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG`
+/// (e.g. `RUST_LOG=toxdrift=debug,gen_engine=info`) overrides.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose >= 2)
+        .try_init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = cli.verbose;
+    init_logging(cli.verbose);
     let result: toxdrift::error::Result<()> = match cli.command {
         Command::Prompts(args) => commands::prompts::run(args),
         Command::Finetune(args) => commands::finetune::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Run(args) => commands::run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

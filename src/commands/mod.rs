@@ -1,4 +1,6 @@
 //! One module per `toxdrift` subcommand: each has an `Args` struct (clap) and a `run` function.
 
 pub mod finetune;
+pub mod generate;
 pub mod prompts;
+pub mod run;
