@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Build the prompt set (RTP random + severe, CEB per axis) and write it as JSONL.
     Prompts(commands::prompts::Args),
+    /// Compare two scored files: BEST on the scores and the toxic-rate posterior, per subset.
+    Compare(commands::compare::Args),
     /// Fine-tune a model with LoRA on Dolly-15k (the authors' recipe) and save a PEFT adapter.
     Finetune(commands::finetune::Args),
     /// Generate greedy continuations of a prompt set with one model (and optional LoRA adapter).
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result: toxdrift::error::Result<()> = match cli.command {
         Command::Prompts(args) => commands::prompts::run(args),
+        Command::Compare(args) => commands::compare::run(args),
         Command::Finetune(args) => commands::finetune::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Run(args) => commands::run::run(args),

@@ -1,5 +1,6 @@
 //! One module per `toxdrift` subcommand: each has an `Args` struct (clap) and a `run` function.
 
+pub mod compare;
 pub mod finetune;
 pub mod generate;
 pub mod prompts;
