@@ -295,18 +295,6 @@ pub struct BestFit {
     n: [usize; 2],
 }
 
-fn ebfmi(energy: &[f64]) -> f64 {
-    let n = energy.len() as f64;
-    let mean = energy.iter().sum::<f64>() / n;
-    let var = energy.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / n;
-    let num = energy
-        .windows(2)
-        .map(|w| (w[1] - w[0]).powi(2))
-        .sum::<f64>()
-        / n;
-    num / var
-}
-
 impl BestFit {
     fn from_chains(model: &BestModel, outputs: Vec<ChainOutput<DIM>>, params: BestParams) -> Self {
         let chains = outputs.len();
@@ -343,7 +331,7 @@ impl BestFit {
                 n_leapfrog: o.n_leapfrog,
                 n_leapfrog_tune: o.n_leapfrog_tune,
                 mean_accept: o.mean_accept,
-                ebfmi: ebfmi(&o.energy),
+                ebfmi: diagnostics::bfmi(&o.energy),
                 inv_metric: o.inv_metric.to_vec(),
             })
             .collect();
@@ -439,7 +427,9 @@ impl BestFit {
         all.push(("mu_diff", &mu_diff));
         for (name, q) in &all {
             let d = &q.diagnostics;
-            if d.rhat.is_nan() || d.rhat > 1.01 {
+            if d.rhat.is_nan() {
+                warnings.push(format!("{name}: no R-hat (it needs at least 2 chains)"));
+            } else if d.rhat > 1.01 {
                 warnings.push(format!("{name}: R-hat {:.4} > 1.01", d.rhat));
             }
             if d.ess_bulk.is_nan() || d.ess_bulk < 400.0 {

@@ -277,6 +277,21 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Energy Bayesian fraction of missing information of one chain's energies (ArviZ's `bfmi`):
+/// the mean squared successive difference over the sample variance (n - 1 denominator). Below 0.3 suggests the momentum
+/// resampling explores the energy distribution poorly.
+pub fn bfmi(energy: &[f64]) -> f64 {
+    let n = energy.len() as f64;
+    let mean = energy.iter().sum::<f64>() / n;
+    let var = energy.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let msd = energy
+        .windows(2)
+        .map(|w| (w[1] - w[0]).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
+    msd / var
+}
+
 /// All diagnostics of one quantity.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Diagnostics {

@@ -30,6 +30,15 @@ fn diagnostics_match_arviz() {
             worst = worst.max(e);
             assert!(e < 1e-9, "{name}.{key}: {got} vs ArviZ {want}");
         }
+        let want = f64s(&case["bfmi"]);
+        for (c, row) in x.rows().into_iter().enumerate() {
+            let got = diagnostics::bfmi(row.as_slice().unwrap());
+            assert!(
+                rel(got, want[c]) < 1e-12,
+                "{name}: bfmi of chain {c}: {got} vs {}",
+                want[c]
+            );
+        }
         let flat: Vec<f64> = x.iter().copied().collect();
         for (key, prob) in [("hdi_95", 0.95), ("hdi_89", 0.89)] {
             let want = f64s(&case[key]);
