@@ -236,9 +236,10 @@ impl TextEncoder {
         for i in 0..n {
             let keep = match loss_on {
                 LossOn::All => true,
-                // A token belongs to the response when it starts at or after the response's
-                // first byte; added special tokens (BOS) never do.
-                LossOn::Response => special[i] == 0 && offsets[i].0 >= response_start,
+                // A token belongs to the response when it ends inside it (a token that
+                // straddles the boundary, like " The" after "[/INST]", counts as response);
+                // added special tokens (BOS) never do.
+                LossOn::Response => special[i] == 0 && offsets[i].1 > response_start,
             };
             labels.push(if keep { ids[i] as i64 } else { IGNORE_INDEX });
         }

@@ -156,6 +156,29 @@ fn check_model(name: &str) {
     eprintln!(
         "{name}: max rel loss diff {worst_rel:.2e}, max |weight diff| {worst:.2e}, weights moved {moved:.3e}"
     );
+    // Step two of the fixtures: the adapter this code saved (rust_adapter/, still what it
+    // produces) loads in PEFT and gives the Rust logits.
+    let saved =
+        candle_core::safetensors::load(dir.join("rust_adapter/adapter_model.safetensors"), &dev)
+            .unwrap();
+    for (k, g) in &got {
+        let d = (g - &saved[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d < 1e-6,
+            "{name} {k}: rust_adapter fixture is stale ({d:e}); rerun parity_export"
+        );
+    }
+    let peft = json(&dir.join("peft_loads_rust.json"));
+    assert_eq!(peft["ok"], true);
+    assert!(peft["max_abs_logit_diff"].as_f64().unwrap() < 1e-4);
+    assert!(peft["adapter_moves_logits_by"].as_f64().unwrap() > 1e-2);
     let cfg = json(&tmp.path().join("adapter_config.json"));
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["task_type"], "CAUSAL_LM");
