@@ -177,6 +177,9 @@ pub enum Error {
         repo: String,
         /// What went wrong (never includes the token).
         msg: String,
+        /// Whether the user is at fault (a bad id, a file missing from the offline cache) rather
+        /// than the network.
+        bad_input: bool,
     },
     /// A parameter (of a builder or a forward call) is out of range.
     #[error("invalid parameter `{name}`: {msg}")]
@@ -195,10 +198,11 @@ impl Error {
     /// Whether the user's input (files, flags, prompts) is at fault, rather than this crate or
     /// the machine.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(
-            self,
-            Error::Io { .. } | Error::Candle(_) | Error::Hub { .. }
-        )
+        match self {
+            Error::Hub { bad_input, .. } => *bad_input,
+            Error::Io { .. } | Error::Candle(_) => false,
+            _ => true,
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -59,6 +59,7 @@ pub struct Generation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
     max_new_tokens: usize,
+    min_new_tokens: usize,
     batch_size: usize,
     pad_token_id: Option<u32>,
     truncation: TruncationPolicy,
@@ -70,6 +71,7 @@ impl Default for GenerateParams {
     fn default() -> Self {
         Self {
             max_new_tokens: 50,
+            min_new_tokens: 0,
             batch_size: 16,
             pad_token_id: None,
             truncation: TruncationPolicy::Error,
@@ -87,6 +89,12 @@ impl GenerateParams {
     /// New tokens per prompt at most (default 50).
     pub fn max_new_tokens(mut self, n: usize) -> Self {
         self.max_new_tokens = n;
+        self
+    }
+    /// EOS ids are suppressed until this many new tokens exist (transformers'
+    /// `min_new_tokens`; default 0). Benchmarks use it to generate exactly `max_new_tokens`.
+    pub fn min_new_tokens(mut self, n: usize) -> Self {
+        self.min_new_tokens = n;
         self
     }
     /// Prompts per batch (default 16).
@@ -335,7 +343,11 @@ impl<'a> Generator<'a> {
         let mut reasons: Vec<Option<FinishReason>> = vec![None; b];
         let mut total = len;
         loop {
-            let next = argmax_rows(&logits)?;
+            let suppress: Vec<bool> = active
+                .iter()
+                .map(|&o| new_ids[o].len() < self.params.min_new_tokens)
+                .collect();
+            let next = argmax_rows(&logits, &self.eos, &suppress)?;
             let mut keep_rows = Vec::with_capacity(active.len());
             for (row, &orig) in active.iter().enumerate() {
                 let tok = next[row];
@@ -415,8 +427,9 @@ fn mask_tensor(mask: &[Vec<u8>], device: &candle_core::Device) -> Result<Tensor>
     Ok(Tensor::from_vec(flat, (b, t), device)?)
 }
 
-/// The first maximal index of each row of `[b, 1, vocab]` logits (torch's argmax tie rule).
-fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
+/// The first maximal index of each row of `[b, 1, vocab]` logits (torch's argmax tie rule);
+/// rows flagged in `suppress` never pick an id of `banned` (`min_new_tokens`).
+fn argmax_rows(logits: &Tensor, banned: &[u32], suppress: &[bool]) -> Result<Vec<u32>> {
     let (b, _, v) = logits.dims3()?;
     let rows = logits
         .reshape((b, v))?
@@ -424,14 +437,20 @@ fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
         .to_vec2::<f32>()?;
     Ok(rows
         .iter()
-        .map(|r| {
-            let mut best = 0usize;
+        .zip(suppress)
+        .map(|(r, &sup)| {
+            let mut best: Option<usize> = None;
             for (i, &x) in r.iter().enumerate() {
-                if x > r[best] || (r[best].is_nan() && !x.is_nan()) {
-                    best = i;
+                if sup && banned.contains(&(i as u32)) {
+                    continue;
                 }
+                best = match best {
+                    None => Some(i),
+                    Some(j) if x > r[j] || (r[j].is_nan() && !x.is_nan()) => Some(i),
+                    keep => keep,
+                };
             }
-            best as u32
+            best.unwrap_or(0) as u32
         })
         .collect())
 }

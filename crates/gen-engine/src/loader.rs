@@ -71,9 +71,10 @@ impl ModelSource {
                 Ok(p.clone())
             }
             Self::Hub { repo, revision } => {
-                let hub_err = |msg: String| Error::Hub {
+                let hub_err = |e: toxprompts::hub::HubError| Error::Hub {
                     repo: format!("{repo}@{revision}"),
-                    msg,
+                    bad_input: e.is_bad_input(),
+                    msg: e.to_string(),
                 };
                 let r = HubRepo::new(repo, RepoKind::Model)
                     .and_then(|r| r.with_revision(revision))
@@ -83,12 +84,16 @@ impl ModelSource {
                         msg: e.to_string(),
                     })?;
                 let get = |f: &str| hub.get(&r, f);
-                let config = get("config.json").map_err(|e| hub_err(e.to_string()))?;
-                let dir = config
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .ok_or_else(|| hub_err("cache path has no parent".into()))?;
-                get("tokenizer.json").map_err(|e| hub_err(e.to_string()))?;
+                let config = get("config.json").map_err(hub_err)?;
+                let dir =
+                    config
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .ok_or_else(|| Error::MissingFile {
+                            path: config.clone(),
+                            what: "the snapshot directory".into(),
+                        })?;
+                get("tokenizer.json").map_err(hub_err)?;
                 for optional in [
                     "tokenizer_config.json",
                     "generation_config.json",
@@ -117,14 +122,16 @@ impl ModelSource {
                         files.sort();
                         files.dedup();
                         for f in files {
-                            get(&f).map_err(|e| hub_err(e.to_string()))?;
+                            get(&f).map_err(hub_err)?;
                         }
                     }
                     Err(_) => {
-                        get("model.safetensors").map_err(|e| {
-                            hub_err(format!(
+                        get("model.safetensors").map_err(|e| Error::Hub {
+                            repo: format!("{repo}@{revision}"),
+                            bad_input: e.is_bad_input(),
+                            msg: format!(
                                 "no safetensors weights ({e}); pickle checkpoints are never loaded"
-                            ))
+                            ),
                         })?;
                     }
                 }
