@@ -89,8 +89,8 @@ pub enum Error {
         path: PathBuf,
         /// 1-based line number.
         line: usize,
-        /// What is wrong.
-        problem: Problem,
+        /// What is wrong (boxed to keep the error small).
+        problem: Box<Problem>,
     },
     /// One record of a CEB JSON array is bad (with the fail-fast policy), or the file is not JSON.
     #[error("{}:{line}: record {index}: {problem}", path.display())]
@@ -101,8 +101,8 @@ pub enum Error {
         line: usize,
         /// 0-based index of the record in the array.
         index: usize,
-        /// What is wrong.
-        problem: Problem,
+        /// What is wrong (boxed to keep the error small).
+        problem: Box<Problem>,
     },
     /// A CEB file or directory does not have the expected shape (not a JSON array, a file missing).
     #[error("{}: {message}", path.display())]
@@ -135,9 +135,16 @@ pub enum Error {
     /// A prompt set needs a source that was not given (RTP rows asked for, no RTP file).
     #[error("missing source: {0}")]
     MissingSource(String),
-    /// Resolving a file on the Hugging Face hub or in its cache failed.
+    /// Resolving a file on the Hugging Face hub or in its cache failed (boxed to keep the error
+    /// small; `Error::from(HubError)` builds it).
     #[error(transparent)]
-    Hub(#[from] HubError),
+    Hub(Box<HubError>),
+}
+
+impl From<HubError> for Error {
+    fn from(e: HubError) -> Self {
+        Error::Hub(Box::new(e))
+    }
 }
 
 impl Error {
@@ -168,7 +175,7 @@ impl Error {
     /// The per-record problem, when the error is about one record.
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            Error::Record { problem, .. } | Error::ArrayRecord { problem, .. } => Some(problem),
+            Error::Record { problem, .. } | Error::ArrayRecord { problem, .. } => Some(&**problem),
             _ => None,
         }
     }

@@ -145,7 +145,7 @@ pub fn read_prompts_from<R: BufRead>(
                     return Err(Error::Record {
                         path: lines.path().to_path_buf(),
                         line: lineno,
-                        problem,
+                        problem: Box::new(problem),
                     });
                 }
             },

@@ -270,7 +270,7 @@ impl<R: BufRead> RtpReader<R> {
                     return Some(Err(Error::Record {
                         path: self.lines.path().to_path_buf(),
                         line: lineno,
-                        problem,
+                        problem: Box::new(problem),
                     }));
                 }
             }

@@ -156,10 +156,10 @@ fn a_dangling_snapshot_link_is_a_miss() {
         std::fs::remove_file(b.unwrap().path()).unwrap();
     }
     let hub = Hub::with_cache_dir(cache.path()).offline(true);
-    assert!(matches!(
-        rtp_from_hub(&hub, None),
-        Err(toxprompts::Error::Hub(HubError::NotCached { .. }))
-    ));
+    match rtp_from_hub(&hub, None) {
+        Err(toxprompts::Error::Hub(e)) => assert!(matches!(*e, HubError::NotCached { .. }), "{e}"),
+        other => panic!("expected a cache miss, got {other:?}"),
+    }
 }
 
 #[test]
