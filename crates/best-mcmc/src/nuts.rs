@@ -5,9 +5,11 @@
 //! buffer; step size restarted after each window). The diagonal metric of each window is
 //! `sqrt(Var(theta) / Var(grad log p))` (the estimator nutpie uses, Seyboldt 2023), exact for
 //! Gaussian targets and usable from few draws; it starts from `1 / |grad log p|` at the initial
-//! point, and in the slow windows of the first half of tuning it is refreshed every 10 draws
-//! from the window so far (as PyMC and nutpie adapt continuously early on): this halves the
-//! gradient evaluations of warm-up on the BEST model without changing the kept draws' quality. Stan's own variance estimator, shrunk towards 1e-3, would be dominated by that
+//! point, and during the first 100 draws of every slow window it is refreshed every 10 draws
+//! from the window so far (as PyMC and nutpie adapt continuously early on). This halves the
+//! gradient evaluations of warm-up on the BEST model, and a window that starts from a metric
+//! spoiled by a transient (a chain still travelling to the typical set) recovers within tens of
+//! draws instead of running hundreds of maximum-depth trees until the window ends. Stan's own variance estimator, shrunk towards 1e-3, would be dominated by that
 //! shrinkage here: the location parameters of toxicity scores have posterior sds near 1e-4.
 
 use rand::RngExt;
@@ -562,10 +564,10 @@ pub(crate) fn run_chain<const D: usize, L: LogDensity<D>>(
         s.eps = da.update(info.accept);
         if it >= init_buffer && next_end < ends.len() {
             window.add(&z.q, &z.grad);
-            // Early on, also refresh the metric every 10 draws of the window: the gradient-based
+            // Early in each window, also refresh the metric every 10 draws: the gradient-based
             // estimate is usable from a handful of draws and saves deep trees under a bad metric.
             if (window.n as usize).is_multiple_of(10)
-                && ends[next_end] < settings.tune / 2
+                && window.n <= 100.0
                 && let Some(m) = window.estimate()
             {
                 s.minv = m;
