@@ -511,10 +511,15 @@ struct LoraPath {
 /// A linear layer `y = x Wᵀ + b`, optionally with a LoRA path. Built by [`LinearFactory`].
 ///
 /// The base weight is frozen (a plain tensor); with trainable LoRA, `A` and `B` are the tensors of
-/// the registered [`Var`]s, so `loss.backward()` yields their gradients.
+/// the registered [`Var`]s, so `loss.backward()` yields their gradients. Weights read from a
+/// checkpoint are stored transposed (`in × out`, contiguous): candle's CPU gemm is several times
+/// faster on that layout for the skinny products of decoding than on a transposed view.
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
-    weight: Tensor,
+    /// `[in, out]` contiguous when `transposed`, else `[out, in]` (e.g. a head tied to the
+    /// embedding matrix, shared rather than copied).
+    w: Tensor,
+    transposed: bool,
     bias: Option<Tensor>,
     lora: Option<LoraPath>,
     name: String,
@@ -524,11 +529,21 @@ impl LoraLinear {
     /// A plain layer from a weight (`out × in`) and an optional bias.
     pub fn plain(weight: Tensor, bias: Option<Tensor>, name: impl Into<String>) -> Self {
         Self {
-            weight,
+            w: weight,
+            transposed: false,
             bias,
             lora: None,
             name: name.into(),
         }
+    }
+
+    /// Stores the weight transposed (`in × out`, contiguous) for faster products.
+    pub fn into_transposed(mut self) -> Result<Self> {
+        if !self.transposed {
+            self.w = self.w.t()?.contiguous()?;
+            self.transposed = true;
+        }
+        Ok(self)
     }
 
     /// The PEFT module name.
@@ -536,9 +551,14 @@ impl LoraLinear {
         &self.name
     }
 
-    /// The frozen base weight (`out × in`; with a merged adapter, the merged one).
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The frozen base weight, `out × in` (with a merged adapter, the merged one; possibly a
+    /// transposed view of the stored tensor).
+    pub fn weight(&self) -> Result<Tensor> {
+        if self.transposed {
+            Ok(self.w.t()?)
+        } else {
+            Ok(self.w.clone())
+        }
     }
 
     /// Whether the layer carries a separate (unmerged) LoRA path.
@@ -548,7 +568,8 @@ impl LoraLinear {
 
     /// `(out, in)` of the layer.
     pub fn dims(&self) -> Result<(usize, usize)> {
-        Ok(self.weight.dims2()?)
+        let (a, b) = self.w.dims2()?;
+        Ok(if self.transposed { (b, a) } else { (a, b) })
     }
 
     /// Forward in inference mode (no dropout).
@@ -562,7 +583,12 @@ impl LoraLinear {
         let in_dim = dims[dims.len() - 1];
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = if self.transposed {
+            x2.matmul(&self.w)?
+        } else {
+            // (W xᵀ)ᵀ: the row-major `[out, in]` weight as the left operand.
+            self.w.matmul(&x2.t()?)?.t()?
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -573,7 +599,7 @@ impl LoraLinear {
             }
             let h = xl.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
             let h = (h * l.scale)?;
-            y = (y.to_dtype(h.dtype())? + h)?.to_dtype(self.weight.dtype())?;
+            y = (y.to_dtype(h.dtype())? + h)?.to_dtype(self.w.dtype())?;
         }
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
@@ -582,24 +608,25 @@ impl LoraLinear {
     }
 
     /// Fuses layers sharing an input into one (weights stacked along the output dimension), when
-    /// none carries a separate LoRA path; `None` otherwise. The fused output is the
-    /// concatenation of the parts' outputs in order.
+    /// none carries a separate LoRA path and all store their weight the same way; `None`
+    /// otherwise. The fused output is the concatenation of the parts' outputs in order.
     pub fn fuse(parts: &[&LoraLinear], name: impl Into<String>) -> Result<Option<LoraLinear>> {
-        if parts.iter().any(|p| p.has_lora()) || parts.is_empty() {
+        if parts.is_empty() || parts.iter().any(|p| p.has_lora()) {
             return Ok(None);
         }
-        let ws: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
-        let weight = Tensor::cat(&ws, 0)?;
-        let bias = if parts.iter().all(|p| p.bias.is_some()) {
-            let bs: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
-            Some(Tensor::cat(&bs, 0)?)
-        } else if parts.iter().any(|p| p.bias.is_some()) {
+        let transposed = parts[0].transposed;
+        if parts.iter().any(|p| p.transposed != transposed) {
+            return Ok(None);
+        }
+        let ws: Vec<&Tensor> = parts.iter().map(|p| &p.w).collect();
+        let w = Tensor::cat(&ws, if transposed { 1 } else { 0 })?;
+        let bias = if parts.iter().any(|p| p.bias.is_some()) {
             let mut bs = Vec::new();
             for p in parts {
                 let (out, _) = p.dims()?;
                 bs.push(match &p.bias {
                     Some(b) => b.clone(),
-                    None => Tensor::zeros(out, p.weight.dtype(), p.weight.device())?,
+                    None => Tensor::zeros(out, p.w.dtype(), p.w.device())?,
                 });
             }
             Some(Tensor::cat(&bs, 0)?)
@@ -607,7 +634,8 @@ impl LoraLinear {
             None
         };
         Ok(Some(LoraLinear {
-            weight,
+            w,
+            transposed,
             bias,
             lora: None,
             name: name.into(),
@@ -679,7 +707,7 @@ impl LinearFactory {
         } else {
             None
         };
-        self.wrap(weight, bias, vb.prefix())
+        self.wrap(weight, bias, vb.prefix())?.into_transposed()
     }
 
     /// Wraps an already loaded weight (e.g. a tied head) as the module `name`.
@@ -701,13 +729,13 @@ impl LinearFactory {
                     }
                     return Ok(layer);
                 };
-                let dev = layer.weight.device().clone();
+                let dev = layer.w.device().clone();
                 let (a, b) = (a.to_device(&dev)?, b.to_device(&dev)?);
                 let scale = adapter.config.scale();
                 if *merge {
                     let delta = (b.matmul(&a)? * scale)?;
-                    let w = (layer.weight.to_dtype(DType::F32)? + delta)?;
-                    layer.weight = w.to_dtype(layer.weight.dtype())?;
+                    let w = (layer.w.to_dtype(DType::F32)? + delta)?;
+                    layer.w = w.to_dtype(layer.w.dtype())?;
                 } else {
                     layer.lora = Some(LoraPath {
                         a,
@@ -722,7 +750,7 @@ impl LinearFactory {
                 if !config.targets(name) {
                     return Ok(layer);
                 }
-                let dev = layer.weight.device().clone();
+                let dev = layer.w.device().clone();
                 let r = config.r;
                 let (a, b) = match init {
                     LoraInit::Default { seed } => {
