@@ -26,9 +26,6 @@ pub enum Error {
     /// Fitting or summarising a comparison (`best-mcmc`).
     #[error(transparent)]
     Best(#[from] best_mcmc::Error),
-    /// Fitting or summarising a comparison (`best-mcmc`).
-    #[error(transparent)]
-    Best(#[from] best_mcmc::Error),
     /// Loading a model or generating (`gen-engine`).
     #[error(transparent)]
     Gen(#[from] gen_engine::Error),
@@ -46,7 +43,6 @@ impl Error {
         match self {
             Error::BadInput(_) => 2,
             Error::Prompts(e) if e.is_bad_input() => 2,
-            Error::Best(e) if e.is_bad_input() => 2,
             Error::Best(e) if e.is_bad_input() => 2,
             Error::Gen(e) if e.is_bad_input() => 2,
             Error::Classifier(e) if e.is_bad_input() => 2,

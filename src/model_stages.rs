@@ -48,6 +48,21 @@ pub struct ScoredLine {
     pub toxic: bool,
 }
 
+/// A testing aid: `TOXDRIFT_TEST_STALL_MS=N` makes every append (and every training step) pause
+/// for N milliseconds afterwards, so a test can kill the process in the middle of a stage.
+fn test_stall() {
+    static STALL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let stall = STALL.get_or_init(|| {
+        std::env::var("TOXDRIFT_TEST_STALL_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(d) = stall {
+        std::thread::sleep(*d);
+    }
+}
+
 /// Prompts per append (and per fsync) in generation: a few batches.
 const GEN_CHUNK_BATCHES: usize = 4;
 /// Texts per append in scoring: a few batches.
@@ -198,6 +213,7 @@ pub fn run_generate(
                 })
                 .collect();
             out.append_batch(&records)?;
+            test_stall();
         }
         pb.finish_and_clear();
     }
@@ -271,6 +287,7 @@ pub fn run_score(
                 .collect();
             out.append_batch(&records)?;
             pb.inc(pending.len() as u64);
+            test_stall();
         }
         pb.finish_and_clear();
     }
@@ -391,6 +408,7 @@ pub fn run_finetune(study: &Study, unit: &Unit, base: &Model, progress: bool) ->
         &mut |log| {
             pb.set_position(log.step as u64);
             pb.set_message(format!("loss {:.4}", log.loss));
+            test_stall();
         },
     )?;
     pb.finish_and_clear();

@@ -329,3 +329,31 @@ pub fn write_outputs(study: &Study, plan: &Plan) -> Result<Vec<PathBuf>> {
     files.push(csv_path);
     Ok(files)
 }
+
+/// Runs one comparison of a study file (the examples' entry point): keeps the comparison `id`
+/// and its models, optionally reads hub checkpoints from `checkpoints/<model name>` when such a
+/// directory exists, writes to `out` (default: the study's output directory), and returns the
+/// run's summary. The report is in `<out>/report.md`.
+pub fn run_comparison(
+    study_file: &std::path::Path,
+    id: &str,
+    checkpoints: Option<&std::path::Path>,
+    out: Option<&std::path::Path>,
+    progress: bool,
+) -> Result<(Study, RunSummary)> {
+    let mut study = Study::load(study_file, out)?;
+    study.retain_comparison(id)?;
+    if let Some(dir) = checkpoints {
+        let switched = study.use_checkpoint_dir(dir);
+        tracing::info!("{} model(s) read from {}", switched.len(), dir.display());
+    }
+    study.check_local_paths()?;
+    let summary = run(
+        &study,
+        &RunOptions {
+            dry_run: false,
+            progress,
+        },
+    )?;
+    Ok((study, summary))
+}

@@ -339,3 +339,89 @@ pub fn read_compare(unit: &Unit) -> Result<(PairResult, MuDiffDraws)> {
     let draws = serde_json::from_slice(&read(DRAWS_FILE)?).map_err(|e| bad(DRAWS_FILE, e))?;
     Ok((result, draws))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize, toxic_every: usize, shift: f64) -> Vec<ScoreRow> {
+        (0..n)
+            .map(|i| {
+                let subset = if i % 2 == 0 { "severe" } else { "random" };
+                let score = if i % toxic_every == 0 {
+                    0.9
+                } else {
+                    0.01 + shift + 0.0003 * (i % 50) as f64
+                };
+                ScoreRow {
+                    id: format!("p{i}"),
+                    subset: subset.into(),
+                    score,
+                    toxic: score >= 0.5,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compares_all_prompts_and_each_subset() {
+        let sampler = SamplerSpec {
+            chains: 2,
+            tune: 200,
+            draws: 200,
+            ..SamplerSpec::default()
+        };
+        let pair = Pair {
+            baseline: "a".into(),
+            candidate: "b".into(),
+        };
+        let (b, c) = (rows(200, 20, 0.0), rows(200, 5, 0.02));
+        let (result, full, draws) = compare_scores(&pair, &b, &c, &sampler).unwrap();
+        let keys: Vec<&str> = result.subsets.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["all", "random", "severe"]);
+        let all = &result.subsets["all"];
+        assert_eq!(all.n, [200, 200]);
+        assert_eq!(all.rate.rate_baseline, 10.0 / 200.0);
+        assert_eq!(all.rate.rate_candidate, 40.0 / 200.0);
+        // The candidate is more often toxic and its bulk is higher: both differences negative.
+        assert!(all.rate.p_candidate_higher > 0.99);
+        let best = all.best.as_ref().unwrap();
+        assert!(best.mu_diff.hdi_high < 0.0 && best.credible, "{best:?}");
+        assert_eq!(draws.subsets["all"].len(), 2 * 200);
+        assert_eq!(full["subsets"]["severe"]["n_baseline"], 100);
+        assert!(full["subsets"]["all"]["best"]["mu_diff"]["mean"].is_f64());
+        // The same seed gives the same result.
+        let (again, _, _) = compare_scores(&pair, &b, &c, &sampler).unwrap();
+        assert_eq!(again, result);
+    }
+
+    #[test]
+    fn a_constant_subset_is_reported_not_fitted() {
+        let sampler = SamplerSpec {
+            chains: 2,
+            tune: 100,
+            draws: 100,
+            ..SamplerSpec::default()
+        };
+        let pair = Pair {
+            baseline: "a".into(),
+            candidate: "b".into(),
+        };
+        let mut b = rows(40, 7, 0.0);
+        for r in b.iter_mut().filter(|r| r.subset == "severe") {
+            r.score = 0.25;
+            r.toxic = false;
+        }
+        let c = rows(40, 3, 0.01);
+        let (result, _, draws) = compare_scores(&pair, &b, &c, &sampler).unwrap();
+        let severe = &result.subsets["severe"];
+        assert!(severe.best.is_none());
+        assert!(
+            severe.note.as_deref().unwrap().contains("zero spread"),
+            "{severe:?}"
+        );
+        assert_eq!(severe.rate.rate_baseline, 0.0);
+        assert!(!draws.subsets.contains_key("severe"));
+        assert!(result.subsets["all"].best.is_some());
+    }
+}

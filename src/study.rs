@@ -1057,6 +1057,59 @@ impl Study {
         self.models().find(|m| m.name == name)
     }
 
+    /// Keeps only the comparison `id` and the models it needs (its pairs' models and the
+    /// checkpoints those are fine-tuned from).
+    pub fn retain_comparison(&mut self, id: &str) -> Result<()> {
+        let Some(c) = self.comparisons.iter().find(|c| c.id == id).cloned() else {
+            let ids: Vec<&str> = self.comparisons.iter().map(|c| c.id.as_str()).collect();
+            return Err(Error::BadInput(format!(
+                "{}: no comparison `{id}` (defined: {})",
+                self.file.display(),
+                ids.join(", ")
+            )));
+        };
+        let mut keep: Vec<String> = Vec::new();
+        for p in &c.pairs {
+            for n in [&p.baseline, &p.candidate] {
+                if !keep.contains(n) {
+                    keep.push(n.clone());
+                }
+                if let Some(ModelSource::FinetuneFrom(from)) = self.model(n).map(|m| &m.source)
+                    && !keep.contains(from)
+                {
+                    keep.push(from.clone());
+                }
+            }
+        }
+        for f in &mut self.families {
+            f.models.retain(|m| keep.contains(&m.name));
+        }
+        self.families.retain(|f| !f.models.is_empty());
+        self.comparisons = vec![c];
+        Ok(())
+    }
+
+    /// Replaces each hub checkpoint by `dir/<model name>` when that directory exists (a local
+    /// mirror of the study's checkpoints); returns the names of the models switched.
+    pub fn use_checkpoint_dir(&mut self, dir: &Path) -> Vec<String> {
+        let mut switched = Vec::new();
+        for f in &mut self.families {
+            for m in &mut f.models {
+                if let ModelSource::Checkpoint { model, .. } = &mut m.source
+                    && matches!(model, Location::Hub { .. })
+                    && dir.join(&m.name).is_dir()
+                {
+                    *model = Location::Local(absolutize(
+                        &dir.join(&m.name),
+                        &std::env::current_dir().unwrap_or_default(),
+                    ));
+                    switched.push(m.name.clone());
+                }
+            }
+        }
+        switched
+    }
+
     /// Checks that every local path the study names exists.
     pub fn check_local_paths(&self) -> Result<()> {
         let mut named: Vec<(String, &Location)> = vec![

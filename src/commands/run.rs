@@ -5,22 +5,31 @@ use toxdrift::error::Result;
 use toxdrift::runner::{RunOptions, run as run_study};
 use toxdrift::study::Study;
 
+/// The long help of `toxdrift run --help`.
+const RUN_HELP: &str = "\
+The study file (TOML) lists the prompt sources, the models (grouped by family, each with a role:
+base, instruct, dolly-tuned, community), the fine-tune recipe, the classifier, the generation
+and sampler settings, and the comparisons as (baseline, candidate) pairs. Start from
+studies/smoke.toml (tiny fixtures, offline, about a minute) or studies/paper.toml (the paper's
+28 models; a GPU build, the hub and HF_TOKEN for gated models).
+
+Stages: prompts -> finetune (dolly-tuned models) -> generate -> score -> compare -> report.
+The run is resumable: each unit of work (one model x one stage) is keyed by a hash of its
+inputs and settings and skipped when done, so the same command continues after a crash or a
+kill, and changing one setting reruns only what it affects. The report (report.md, report.json,
+scores.csv, figures/*.svg) is written to the output directory at the end.
+
+Examples:
+  toxdrift run studies/smoke.toml
+  toxdrift run studies/paper.toml --dry-run
+  toxdrift -v run my-study.toml --out runs/mine
+
+Exit codes: 0 success; 2 bad input (study file, data, flags: the message names the file and
+line); 1 any other failure.";
+
 /// Run a whole study: build the prompt set, fine-tune, generate, score, compare, report.
-///
-/// The study file (TOML) lists the prompt sources, the models (grouped by family, each with a
-/// role: base, instruct, dolly-tuned, community), the fine-tune recipe, the classifier, the
-/// generation and sampler settings, and the comparisons as (baseline, candidate) pairs. See
-/// `studies/smoke.toml` (tiny fixtures, offline, about a minute) and `studies/paper.toml` (the
-/// paper's 28 models; needs a GPU and the hub).
-///
-/// The run is resumable: each unit of work (one model × one stage) is keyed by a hash of its
-/// inputs and settings and skipped when done, so running the same command again after a crash
-/// or a kill continues where it stopped, and changing one setting reruns only what it affects.
-/// The report (`report.md`, `report.json`, `scores.csv`, `figures/*.svg`) is written to the
-/// output directory at the end.
-///
-/// Exit codes: 0 success; 2 bad input (study file, data, flags); 1 any other failure.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = RUN_HELP)]
 pub struct Args {
     /// The study file (TOML); relative paths in it are resolved against its directory.
     pub study: PathBuf,
