@@ -113,13 +113,7 @@ impl Norm {
 
     /// In place: `row = LayerNorm(row)`.
     fn apply(&self, row: &mut [f32]) {
-        let n = row.len() as f32;
-        let mean = row.iter().sum::<f32>() / n;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-        let inv = 1.0 / (var + self.eps).sqrt();
-        for ((v, w), b) in row.iter_mut().zip(&self.w).zip(&self.b) {
-            *v = (*v - mean) * inv * w + b;
-        }
+        layer_norm(row, &self.w, &self.b, self.eps)
     }
 
     /// `x = LayerNorm(x + y)`, row by row over the pool.
@@ -418,6 +412,47 @@ fn softmax_body(row: &mut [f32]) {
     for v in row.iter_mut() {
         *v *= inv;
     }
+}
+
+/// A sum in 16 independent lanes, so that it vectorises.
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// LayerNorm of one row (two-pass mean and biased variance, as torch computes it).
+#[inline(always)]
+fn layer_norm_body(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = lane_sum(row, |v| v) / n;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * w + b;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn layer_norm_v4(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    layer_norm_body(row, w, b, eps)
+}
+
+fn layer_norm(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above), which implies AVX2/FMA.
+        return unsafe { layer_norm_v4(row, w, b, eps) };
+    }
+    layer_norm_body(row, w, b, eps)
 }
 
 macro_rules! dispatch {
