@@ -31,16 +31,24 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let (study, summary) = toxdrift::runner::run_comparison(
+    match toxdrift::runner::run_comparison(
         &args.study,
         "comparison1",
         args.checkpoints.as_deref(),
         args.out.as_deref(),
         true,
-    )?;
-    println!("ran {} unit(s)", summary.ran.len());
-    println!("report: {}", study.out.join("report.md").display());
-    Ok(())
+    ) {
+        Ok((study, summary)) => {
+            println!("ran {} unit(s)", summary.ran.len());
+            println!("report: {}", study.out.join("report.md").display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // 2: bad input (study file, data, arguments); 1: anything else.
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(e.exit_code() as u8)
+        }
+    }
 }
