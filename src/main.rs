@@ -34,6 +34,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Run a whole study from a TOML file (all stages, resumable) and write the report.
     Run(commands::run::Args),
+    /// Score the continuations of a generations file with the hate-speech classifier.
+    Score(commands::score::Args),
 }
 
 /// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG`
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Finetune(args) => commands::finetune::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Score(args) => commands::score::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,3 +5,4 @@ pub mod finetune;
 pub mod generate;
 pub mod prompts;
 pub mod run;
+pub mod score;
