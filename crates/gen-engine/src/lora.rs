@@ -583,7 +583,9 @@ impl LoraLinear {
         let in_dim = dims[dims.len() - 1];
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_dim))?;
-        let mut y = if self.transposed {
+        let mut y = if training {
+            frozen_product(&x2, &self.w, self.transposed)?
+        } else if self.transposed {
             x2.matmul(&self.w)?
         } else {
             // (W xᵀ)ᵀ: the row-major `[out, in]` weight as the left operand.
@@ -828,4 +830,72 @@ fn uniform(seed: u64, name: &str, n: usize, bound: f64) -> Vec<f32> {
             ((2.0 * u - 1.0) * bound) as f32
         })
         .collect()
+}
+
+/// The frozen base product `x Wᵀ` in training (added for lora-train): the result carries a
+/// backward that gives the input's gradient only. candle's matmul backward always computes
+/// the weight's gradient too — a full extra matmul and a weight-sized buffer per layer and
+/// micro-batch — although base weights are never trained. The forward runs the same fast
+/// products as inference (on the detached input), then [`FrozenProduct`] attaches it to `x`.
+fn frozen_product(x: &Tensor, w: &Tensor, transposed: bool) -> Result<Tensor> {
+    let xd = x.detach();
+    let y = if transposed {
+        xd.matmul(w)?
+    } else {
+        w.matmul(&xd.t()?)?.t()?
+    };
+    Ok(x.apply_op1(FrozenProduct {
+        y: y.contiguous()?,
+        w: w.clone(),
+        transposed,
+    })?)
+}
+
+/// Returns the precomputed `y = x Wᵀ` as a node of `x`'s graph with backward `g ↦ g W`.
+struct FrozenProduct {
+    y: Tensor,
+    w: Tensor,
+    transposed: bool,
+}
+
+impl candle_core::CustomOp1 for FrozenProduct {
+    fn name(&self) -> &'static str {
+        "frozen-product"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s: &candle_core::CpuStorage,
+        _l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (st, _) = self.y.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cpu(c) => Ok((c.clone(), self.y.shape().clone())),
+            _ => candle_core::bail!("frozen-product: input and weight on different devices"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _s: &candle_core::CudaStorage,
+        _l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (st, l) = self.y.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cuda(c) => Ok((c.try_clone(l)?, self.y.shape().clone())),
+            _ => candle_core::bail!("frozen-product: input and weight on different devices"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let g = grad.detach();
+        Ok(Some(if self.transposed {
+            // (Wᵀ-stored [in, out]) · gᵀ, transposed back: the weight stays the left operand.
+            self.w.matmul(&g.t()?)?.t()?
+        } else {
+            g.matmul(&self.w)?
+        }))
+    }
 }

@@ -167,9 +167,21 @@ fn hub_cache() -> hf_hub::Cache {
     hf_hub::Cache::from_env()
 }
 
-/// Fetches `file` of the hub dataset `repo` (revision `main`) through the HF cache.
+/// Fetches `file` of the hub dataset `repo` (revision `main`) through the HF cache of the
+/// environment (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`);
+/// `HF_HUB_OFFLINE=1` forbids downloads.
 pub fn hub_dataset_file(repo: &str, file: &str) -> Result<PathBuf> {
-    let cache = hub_cache();
+    hub_dataset_file_in(hub_cache().path(), repo, file, offline())
+}
+
+/// [`hub_dataset_file`] with an explicit cache directory and offline flag.
+pub fn hub_dataset_file_in(
+    cache_dir: &Path,
+    repo: &str,
+    file: &str,
+    offline: bool,
+) -> Result<PathBuf> {
+    let cache = hf_hub::Cache::new(cache_dir.to_path_buf());
     let cached = cache
         .repo(hf_hub::Repo::with_revision(
             repo.to_string(),
@@ -180,10 +192,10 @@ pub fn hub_dataset_file(repo: &str, file: &str) -> Result<PathBuf> {
     if let Some(p) = cached {
         return Ok(p);
     }
-    if offline() {
+    if offline {
         return Err(Error::Hub(format!(
             "dataset {repo} file {file} is not in the HF cache at {} and HF_HUB_OFFLINE is set",
-            cache.path().display()
+            cache_dir.display()
         )));
     }
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache)

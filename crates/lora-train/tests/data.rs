@@ -2,7 +2,9 @@
 //! templates, truncation counts and response-only loss masks.
 
 use lora_train::Error;
-use lora_train::data::{Fields, Record, read_jsonl, resolve_dataset};
+use lora_train::data::{
+    DOLLY_FILE, DOLLY_REPO, Fields, Record, hub_dataset_file_in, read_jsonl, resolve_dataset,
+};
 use lora_train::template::{IGNORE_INDEX, LossOn, Template, TextEncoder, encode_all};
 use std::path::{Path, PathBuf};
 
@@ -220,4 +222,29 @@ fn template_and_option_names_parse() {
     ));
     assert_eq!("response".parse::<LossOn>().unwrap(), LossOn::Response);
     assert!("some".parse::<LossOn>().is_err());
+}
+
+#[test]
+fn dolly_from_an_offline_hub_cache() {
+    // The HF cache layout Python writes: datasets--owner--name/{refs/main, snapshots/<rev>/file}.
+    let cache = tempfile::tempdir().unwrap();
+    let repo_dir = cache
+        .path()
+        .join("datasets--databricks--databricks-dolly-15k");
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::create_dir_all(repo_dir.join("snapshots").join(rev)).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), rev).unwrap();
+    let sample = fixtures().join("samples/dolly/databricks-dolly-15k.jsonl");
+    std::fs::copy(
+        &sample,
+        repo_dir.join("snapshots").join(rev).join(DOLLY_FILE),
+    )
+    .unwrap();
+    let p = hub_dataset_file_in(cache.path(), DOLLY_REPO, DOLLY_FILE, true).unwrap();
+    assert_eq!(read_jsonl(&p, &Fields::dolly()).unwrap().len(), 120);
+    // Offline and absent: a clear error, no network.
+    let empty = tempfile::tempdir().unwrap();
+    let e = hub_dataset_file_in(empty.path(), DOLLY_REPO, DOLLY_FILE, true).unwrap_err();
+    assert!(e.to_string().contains("HF_HUB_OFFLINE"), "{e}");
 }
