@@ -10,8 +10,8 @@ const RUN_HELP: &str = "\
 The study file (TOML) lists the prompt sources, the models (grouped by family, each with a role:
 base, instruct, dolly-tuned, community), the fine-tune recipe, the classifier, the generation
 and sampler settings, and the comparisons as (baseline, candidate) pairs. Start from
-studies/smoke.toml (tiny fixtures, offline, about a minute) or studies/paper.toml (the paper's
-28 models; a GPU build, the hub and HF_TOKEN for gated models).
+studies/smoke.toml (tiny fixtures, offline, well under a minute) or studies/paper.toml (the
+paper's 28 models; a GPU build, the hub and HF_TOKEN for gated models).
 
 Stages: prompts -> finetune (dolly-tuned models) -> generate -> score -> compare -> report.
 The run is resumable: each unit of work (one model x one stage) is keyed by a hash of its
