@@ -508,6 +508,11 @@ struct LoraPath {
     dropout: f32,
 }
 
+/// Layers with more outputs than this are stored in column blocks.
+const WIDE: usize = 8192;
+/// The column block width of wide layers.
+const BLOCK: usize = 4096;
+
 /// A linear layer `y = x Wᵀ + b`, optionally with a LoRA path. Built by [`LinearFactory`].
 ///
 /// The base weight is frozen (a plain tensor); with trainable LoRA, `A` and `B` are the tensors of
@@ -520,6 +525,10 @@ pub struct LoraLinear {
     /// embedding matrix, shared rather than copied).
     w: Tensor,
     transposed: bool,
+    /// For very wide layers (an output head): the transposed weight split into contiguous
+    /// column blocks, whose products candle's gemm runs several times faster than one wide one.
+    /// When non-empty, `w` holds no data of its own (an empty placeholder).
+    blocks: Vec<Tensor>,
     bias: Option<Tensor>,
     lora: Option<LoraPath>,
     name: String,
@@ -531,16 +540,29 @@ impl LoraLinear {
         Self {
             w: weight,
             transposed: false,
+            blocks: Vec::new(),
             bias,
             lora: None,
             name: name.into(),
         }
     }
 
-    /// Stores the weight transposed (`in × out`, contiguous) for faster products.
+    /// Stores the weight transposed (`in × out`, contiguous) for faster products; layers wider
+    /// than 8192 outputs are split into column blocks of 4096.
     pub fn into_transposed(mut self) -> Result<Self> {
         if !self.transposed {
-            self.w = self.w.t()?.contiguous()?;
+            let (out, _) = self.w.dims2()?;
+            if out > WIDE {
+                let mut blocks = Vec::with_capacity(out.div_ceil(BLOCK));
+                for start in (0..out).step_by(BLOCK) {
+                    let n = BLOCK.min(out - start);
+                    blocks.push(self.w.narrow(0, start, n)?.t()?.contiguous()?);
+                }
+                self.blocks = blocks;
+                self.w = Tensor::zeros(0, self.w.dtype(), self.w.device())?;
+            } else {
+                self.w = self.w.t()?.contiguous()?;
+            }
             self.transposed = true;
         }
         Ok(self)
@@ -554,7 +576,9 @@ impl LoraLinear {
     /// The frozen base weight, `out × in` (with a merged adapter, the merged one; possibly a
     /// transposed view of the stored tensor).
     pub fn weight(&self) -> Result<Tensor> {
-        if self.transposed {
+        if !self.blocks.is_empty() {
+            Ok(Tensor::cat(&self.blocks, 1)?.t()?)
+        } else if self.transposed {
             Ok(self.w.t()?)
         } else {
             Ok(self.w.clone())
@@ -568,6 +592,16 @@ impl LoraLinear {
 
     /// `(out, in)` of the layer.
     pub fn dims(&self) -> Result<(usize, usize)> {
+        if !self.blocks.is_empty() {
+            let mut out = 0;
+            let mut inp = 0;
+            for b in &self.blocks {
+                let (i, o) = b.dims2()?;
+                out += o;
+                inp = i;
+            }
+            return Ok((out, inp));
+        }
         let (a, b) = self.w.dims2()?;
         Ok(if self.transposed { (b, a) } else { (a, b) })
     }
@@ -584,7 +618,18 @@ impl LoraLinear {
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_dim))?;
         let mut y = if training {
-            frozen_product(&x2, &self.w, self.transposed)?
+            if self.blocks.is_empty() {
+                frozen_product(&x2, std::slice::from_ref(&self.w), self.transposed)?
+            } else {
+                frozen_product(&x2, &self.blocks, true)?
+            }
+        } else if !self.blocks.is_empty() {
+            let ys = self
+                .blocks
+                .iter()
+                .map(|b| x2.matmul(b))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&ys, 1)?
         } else if self.transposed {
             x2.matmul(&self.w)?
         } else {
@@ -601,7 +646,8 @@ impl LoraLinear {
             }
             let h = xl.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
             let h = (h * l.scale)?;
-            y = (y.to_dtype(h.dtype())? + h)?.to_dtype(self.w.dtype())?;
+            let dtype = y.dtype();
+            y = (y.to_dtype(h.dtype())? + h)?.to_dtype(dtype)?;
         }
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
@@ -613,7 +659,7 @@ impl LoraLinear {
     /// none carries a separate LoRA path and all store their weight the same way; `None`
     /// otherwise. The fused output is the concatenation of the parts' outputs in order.
     pub fn fuse(parts: &[&LoraLinear], name: impl Into<String>) -> Result<Option<LoraLinear>> {
-        if parts.is_empty() || parts.iter().any(|p| p.has_lora()) {
+        if parts.is_empty() || parts.iter().any(|p| p.has_lora() || !p.blocks.is_empty()) {
             return Ok(None);
         }
         let transposed = parts[0].transposed;
@@ -638,6 +684,7 @@ impl LoraLinear {
         Ok(Some(LoraLinear {
             w,
             transposed,
+            blocks: Vec::new(),
             bias,
             lora: None,
             name: name.into(),
@@ -837,16 +884,26 @@ fn uniform(seed: u64, name: &str, n: usize, bound: f64) -> Vec<f32> {
 /// the weight's gradient too — a full extra matmul and a weight-sized buffer per layer and
 /// micro-batch — although base weights are never trained. The forward runs the same fast
 /// products as inference (on the detached input), then [`FrozenProduct`] attaches it to `x`.
-fn frozen_product(x: &Tensor, w: &Tensor, transposed: bool) -> Result<Tensor> {
+///
+/// `w` is one weight, or (transposed storage of a wide layer) its column blocks in order.
+fn frozen_product(x: &Tensor, w: &[Tensor], transposed: bool) -> Result<Tensor> {
     let xd = x.detach();
     let y = if transposed {
-        xd.matmul(w)?
+        let ys = w
+            .iter()
+            .map(|b| xd.matmul(b))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&ys, 1)?
     } else {
-        w.matmul(&xd.t()?)?.t()?
+        let w0 = w.first().ok_or_else(|| Error::InvalidParam {
+            name: "weight",
+            msg: "empty".into(),
+        })?;
+        w0.matmul(&xd.t()?)?.t()?
     };
     Ok(x.apply_op1(FrozenProduct {
         y: y.contiguous()?,
-        w: w.clone(),
+        w: w.to_vec(),
         transposed,
     })?)
 }
@@ -854,7 +911,8 @@ fn frozen_product(x: &Tensor, w: &Tensor, transposed: bool) -> Result<Tensor> {
 /// Returns the precomputed `y = x Wᵀ` as a node of `x`'s graph with backward `g ↦ g W`.
 struct FrozenProduct {
     y: Tensor,
-    w: Tensor,
+    /// The weight, or the column blocks of a wide transposed one.
+    w: Vec<Tensor>,
     transposed: bool,
 }
 
@@ -891,11 +949,88 @@ impl candle_core::CustomOp1 for FrozenProduct {
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g = grad.detach();
-        Ok(Some(if self.transposed {
-            // (Wᵀ-stored [in, out]) · gᵀ, transposed back: the weight stays the left operand.
-            self.w.matmul(&g.t()?)?.t()?
+        if self.transposed {
+            // Σ over column blocks of (Wᵀ-block [in, n_i]) · g_iᵀ, transposed back: the weight
+            // stays the left operand.
+            let mut acc: Option<Tensor> = None;
+            let mut off = 0;
+            for b in &self.w {
+                let n = b.dim(1)?;
+                let part = b.matmul(&g.narrow(1, off, n)?.t()?)?;
+                off += n;
+                acc = Some(match acc {
+                    None => part,
+                    Some(a) => (a + part)?,
+                });
+            }
+            match acc {
+                Some(a) => Ok(Some(a.t()?)),
+                None => candle_core::bail!("frozen-product: no weight"),
+            }
         } else {
-            g.matmul(&self.w)?
-        }))
+            match self.w.first() {
+                Some(w) => Ok(Some(g.matmul(w)?)),
+                None => candle_core::bail!("frozen-product: no weight"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn transposed_and_blocked_storage_compute_the_same_product() {
+        let d = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (10_000, 24), &d).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 10_000, &d).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 24), &d).unwrap();
+        let plain = LoraLinear::plain(w.clone(), Some(b.clone()), "lm_head");
+        let blocked = plain.clone().into_transposed().unwrap();
+        assert_eq!(blocked.blocks.len(), 3);
+        assert_eq!(blocked.dims().unwrap(), (10_000, 24));
+        let y0 = plain.forward(&x).unwrap();
+        let y1 = blocked.forward(&x).unwrap();
+        assert_eq!(y1.dims(), &[2, 3, 10_000]);
+        let diff = (y0 - y1)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "{diff}");
+        let back = blocked.weight().unwrap();
+        let wd = (back - w)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(wd, 0.0);
+    }
+
+    #[test]
+    fn peft_target_matching() {
+        let c = LoraConfig::new(4, 8.0, &["q_proj", "mlp.down_proj"]);
+        assert!(c.targets("model.layers.0.self_attn.q_proj"));
+        assert!(c.targets("model.layers.3.mlp.down_proj"));
+        assert!(!c.targets("model.layers.0.self_attn.qq_proj"));
+        assert!(!c.targets("lm_head"));
+        let mut r = c.clone();
+        r.target_modules = TargetModules::Regex(r".*\.(q|v)_proj".into());
+        assert!(r.targets("model.layers.0.self_attn.v_proj"));
+        assert!(!r.targets("model.layers.0.self_attn.k_proj"));
+        r.target_modules = TargetModules::Regex("all-linear".into());
+        assert!(r.targets("model.layers.0.mlp.gate_proj") && !r.targets("lm_head"));
+        assert_eq!(c.scale(), 2.0);
+        let mut rs = c;
+        rs.use_rslora = true;
+        assert_eq!(rs.scale(), 4.0);
     }
 }
