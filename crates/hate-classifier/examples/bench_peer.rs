@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! python peer_classify.py --out DIR        # builds DIR/roberta-base-shaped + DIR/texts.jsonl
-//! RAYON_NUM_THREADS=2 cargo run --release -p hate-classifier --example bench_peer -- DIR [REPS]
+//! RAYON_NUM_THREADS=2 cargo run --release -p hate-classifier --example bench_peer -- DIR [REPS] [N]
 //! ```
+//! `N` (default all) limits the batched run to the first N texts (a shorter run for `perf`).
 
 use hate_classifier::HateClassifier;
 use std::time::Instant;
@@ -70,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args.first().ok_or("usage: bench_peer DIR [REPS]")?;
     let reps: usize = args.get(1).map_or(Ok(3), |r| r.parse())?;
+    let limit: usize = args.get(2).map_or(Ok(usize::MAX), |r| r.parse())?;
     let texts: Vec<String> = std::fs::read_to_string(format!("{dir}/texts.jsonl"))?
         .lines()
         .map(|l| -> Result<String, Box<dyn std::error::Error>> {
@@ -77,7 +79,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(v["completion"].as_str().ok_or("no completion")?.to_string())
         })
         .collect::<Result<_, _>>()?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let refs: Vec<&str> = texts.iter().take(limit).map(String::as_str).collect();
+    let n_one = refs.len().min(128);
 
     let t0 = Instant::now();
     let clf = HateClassifier::params()
@@ -109,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut one = Vec::new();
     for _ in 0..reps {
         let t = Instant::now();
-        for x in &refs[..128] {
+        for x in &refs[..n_one] {
             clf.score(&[x])?;
         }
         one.push(t.elapsed().as_secs_f64());
@@ -136,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         parity = serde_json::json!({"compared": n, "max_abs_diff": worst});
     }
-    let one_gflops = flops(&ids[..128]) / one_s / 1e9;
+    let one_gflops = flops(&ids[..n_one]) / one_s / 1e9;
     let batch_gflops = flops(&ids) / batch_s / 1e9;
     let peak = gemm_probe();
     println!(
@@ -147,13 +150,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "reps": reps,
             "input_ids_mean_incl_specials": ntok.iter().sum::<usize>() as f64 / ntok.len() as f64,
             "load_s": load_s,
-            "one_at_a_time_128_s": one_s,
+            "one_at_a_time_s": one_s,
             "one_at_a_time_runs_s": one,
-            "one_at_a_time_texts_per_s": 128.0 / one_s,
+            "one_at_a_time_texts": n_one,
+            "one_at_a_time_texts_per_s": n_one as f64 / one_s,
             "one_at_a_time_real_token_gflops": one_gflops,
-            "batch32_1024_s": batch_s,
+            "batch32_s": batch_s,
             "batch32_runs_s": batched,
-            "batch32_texts_per_s": 1024.0 / batch_s,
+            "batch32_texts": refs.len(),
+            "batch32_texts_per_s": refs.len() as f64 / batch_s,
             "batch32_real_token_gflops": batch_gflops,
             "gemm_2048_probe_gflops": peak,
             "fraction_of_178_gflops": {"one_at_a_time": one_gflops / 178.0, "batch32": batch_gflops / 178.0},

@@ -68,6 +68,7 @@ fn check(name: &str, backend: Backend, batch_size: usize) {
         .zip(&want)
         .map(|(a, b)| (*a as f64 - b).abs())
         .fold(0.0, f64::max);
+    eprintln!("{name} ({backend:?}, batch {batch_size}): worst |Δscore| vs transformers {worst:e}");
     assert!(
         worst < 1e-5,
         "{name} ({backend:?}, batch {batch_size}): worst |Δscore| {worst:e}"
