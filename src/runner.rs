@@ -67,6 +67,11 @@ pub fn run(study: &Study, opts: &RunOptions) -> Result<RunSummary> {
         });
     }
     tracing::info!("{}", listing.trim_end());
+    if plan.pending().next().is_some() {
+        // A device this build cannot use (`cuda:0` without the `cuda` feature) is bad input:
+        // say so before any work starts.
+        gen_engine::parse_device(&study.device)?;
+    }
     let mut ran = Vec::new();
     for (i, unit) in plan.units.iter().enumerate() {
         if unit.is_done() {

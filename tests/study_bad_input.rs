@@ -128,3 +128,15 @@ fn help_explains_the_study_file() {
         assert!(text.contains(needle), "{needle} in:\n{text}");
     }
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_cuda_device_on_a_cpu_build_stops_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = smoke_text().replace("device = \"cpu\"", "device = \"cuda:0\"");
+    let (code, err) = run_text(tmp.path(), &text);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cuda"), "{err}");
+    let units = tmp.path().join("runs/smoke/units");
+    assert!(!units.exists(), "no unit ran");
+}
