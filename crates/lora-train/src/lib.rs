@@ -9,6 +9,22 @@
 //! - [`adapter`]: PEFT adapter directories and merged HF models;
 //! - [`finetune`]: the whole run through gen-engine's models, as `toxdrift finetune` does it.
 //!
+//! Semantics, as PEFT + HF Trainer define them (checked by the parity fixtures):
+//! - **Loss and accumulation**: each micro-batch's token cross-entropy is *summed* and divided
+//!   by the number of label tokens of the whole accumulation window (HF Trainer's
+//!   `num_items_in_batch`, counted over `labels[..., 1:]`), so the gradient is that of the
+//!   window's token mean; the logged loss is that mean.
+//! - **Clipping** (`clip_grad_norm_`, max 1.0), then **AdamW** (`torch.optim.AdamW`), with the
+//!   learning rate of HF's schedules (the first step of a warm-up runs at lr 0).
+//! - **Shuffling**: a Fisher–Yates permutation per epoch driven by SplitMix64 seeded from
+//!   `(seed, epoch)` — not torch's generator, so shuffled orders differ from HF's; with
+//!   `shuffle: false` the order is the dataset's. Micro-batches are right-padded with EOS
+//!   (labels ignored there; causal attention never sees the padding).
+//! - **Resume**: a checkpoint holds the adapter, the AdamW moments, the step and the step log;
+//!   the data position is a function of seed, epoch and step, so a resumed run is bit-identical
+//!   (with `lora_dropout` 0; candle's dropout RNG is not seedable, so with dropout only the
+//!   data order and optimiser state resume exactly).
+//!
 //! ```
 //! use lora_train::optim::Schedule;
 //! // HF's get_linear_schedule_with_warmup: 5 warm-up steps, 100 in all.

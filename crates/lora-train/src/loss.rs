@@ -13,6 +13,37 @@ struct FusedCrossEntropy {
     targets: Arc<Vec<i64>>,
 }
 
+/// Runs `f(first_row, rows_chunk)` over row chunks on candle's thread count (scoped threads).
+fn par_rows<T: Send>(out: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let rows = out.len() / row_len.max(1);
+    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
+    let per = rows.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (c, chunk) in out.chunks_mut(per * row_len.max(1)).enumerate() {
+            let f = &f;
+            s.spawn(move || f(c * per, chunk));
+        }
+    });
+}
+
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(d) => d,
+        _ => candle_core::bail!("fused-cross-entropy expects f32 logits"),
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fused-cross-entropy expects contiguous logits")
+    };
+    Ok(&data[start..end])
+}
+
+/// `(max, sum exp(x − max))` of a row (f32 exponentials, f64 sum).
+fn row_stats(row: &[f32]) -> (f32, f64) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
+    (max, sum)
+}
+
 impl CustomOp1 for FusedCrossEntropy {
     fn name(&self) -> &'static str {
         "fused-cross-entropy"
@@ -24,25 +55,20 @@ impl CustomOp1 for FusedCrossEntropy {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, v) = layout.shape().dims2()?;
-        let data = match storage {
-            CpuStorage::F32(d) => d,
-            _ => candle_core::bail!("fused-cross-entropy expects f32 logits"),
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("fused-cross-entropy expects contiguous logits")
-        };
-        let data = &data[start..end];
+        let data = contiguous_f32(storage, layout)?;
         let mut out = vec![0f32; n];
-        for (i, o) in out.iter_mut().enumerate() {
-            let t = self.targets[i];
-            if t < 0 {
-                continue;
+        par_rows(&mut out, 1, |first, chunk| {
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let i = first + j;
+                let t = self.targets[i];
+                if t < 0 {
+                    continue;
+                }
+                let row = &data[i * v..(i + 1) * v];
+                let (max, sum) = row_stats(row);
+                *o = (max as f64 + sum.ln() - row[t as usize] as f64) as f32;
             }
-            let row = &data[i * v..(i + 1) * v];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-            *o = (max as f64 + sum.ln() - row[t as usize] as f64) as f32;
-        }
+        });
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
@@ -55,28 +81,29 @@ impl CustomOp1 for FusedCrossEntropy {
         let (n, v) = arg.dims2()?;
         let x = arg.detach().contiguous()?;
         let g = grad_res.detach().to_vec1::<f32>()?;
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let (st, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*st else {
+            candle_core::bail!("fused-cross-entropy: CPU only")
+        };
+        let data = contiguous_f32(cpu, layout)?;
         let mut out = vec![0f32; n * v];
-        for i in 0..n {
-            let t = self.targets[i];
-            if t < 0 || g[i] == 0.0 {
-                continue;
+        par_rows(&mut out, v, |first, chunk| {
+            for (j, o) in chunk.chunks_mut(v).enumerate() {
+                let i = first + j;
+                let t = self.targets[i];
+                if t < 0 || g[i] == 0.0 {
+                    continue;
+                }
+                let row = &data[i * v..(i + 1) * v];
+                let (max, sum) = row_stats(row);
+                let scale = (g[i] as f64 / sum) as f32;
+                for (oj, &xj) in o.iter_mut().zip(row) {
+                    *oj = (xj - max).exp() * scale;
+                }
+                o[t as usize] -= g[i];
             }
-            let row = &data[i * v..(i + 1) * v];
-            let o = &mut out[i * v..(i + 1) * v];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f64;
-            for (oj, &xj) in o.iter_mut().zip(row) {
-                let e = (xj - max).exp();
-                *oj = e;
-                sum += e as f64;
-            }
-            let scale = (g[i] as f64 / sum) as f32;
-            for oj in o.iter_mut() {
-                *oj *= scale;
-            }
-            o[t as usize] -= g[i];
-        }
+        });
+        drop(st);
         Ok(Some(Tensor::from_vec(out, (n, v), arg.device())?))
     }
 }

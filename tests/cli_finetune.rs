@@ -1,0 +1,104 @@
+//! `toxdrift finetune` end to end on the tiny Llama fixture: a PEFT adapter, a resumable run,
+//! exit code 2 on bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+fn finetune(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_toxdrift"))
+        .arg("finetune")
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("run toxdrift")
+}
+
+#[test]
+fn finetune_writes_a_peft_adapter_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("adapter");
+    let model = fixtures().join("lora/llama");
+    let data = fixtures().join("samples/dolly/databricks-dolly-15k.jsonl");
+    let common = [
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-len",
+        "48",
+        "--limit",
+        "16",
+        "--r",
+        "4",
+        "--alpha",
+        "8",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "2",
+        "--checkpoint-every",
+        "2",
+    ];
+    let o = finetune(&common);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 4);
+    assert!(out.join("adapter_model.safetensors").is_file());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("truncated"));
+    let log = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 4);
+    // --resume from the newest checkpoint (step 2) redoes steps 3 and 4 only.
+    let mut resume: Vec<&str> = common.to_vec();
+    resume.push("--resume");
+    let o = finetune(&resume);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log2 = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
+    assert_eq!(log2.lines().count(), 4);
+}
+
+#[test]
+fn bad_input_exits_with_code_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"instruction\":\"x\",\"context\":\"\"}\n").unwrap();
+    let model = fixtures().join("lora/llama");
+    let out = tmp.path().join("o");
+    let o = finetune(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.jsonl:1"));
+    let o = finetune(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        fixtures()
+            .join("samples/dolly/databricks-dolly-15k.jsonl")
+            .to_str()
+            .unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--r",
+        "0",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
