@@ -10,9 +10,9 @@ use toxdrift::gen_engine::{self, GenerateParams, Generator, LoadOptions, ModelSo
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let model = args
-        .next()
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gen/llama").to_string());
+    let model = args.next().unwrap_or_else(|| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gen/llama").to_string()
+    });
     let mut prompts: Vec<String> = args.collect();
     if prompts.is_empty() {
         prompts = vec![
@@ -36,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{p:?} -> {:?} [{}]", g.text, g.finish_reason.as_str());
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("{new_tokens} new tokens in {secs:.2}s ({:.1} tokens/s)", new_tokens as f64 / secs);
+    eprintln!(
+        "{new_tokens} new tokens in {secs:.2}s ({:.1} tokens/s)",
+        new_tokens as f64 / secs
+    );
     Ok(())
 }

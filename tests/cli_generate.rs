@@ -8,7 +8,10 @@ fn fixture(p: &str) -> String {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_toxdrift")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_toxdrift"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -43,7 +46,15 @@ fn generate_writes_records_and_resumes() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().count(), 2);
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    for k in ["id", "subset", "model", "prompt", "completion", "completion_token_ids", "finish_reason"] {
+    for k in [
+        "id",
+        "subset",
+        "model",
+        "prompt",
+        "completion",
+        "completion_token_ids",
+        "finish_reason",
+    ] {
         assert!(first.get(k).is_some(), "missing {k}");
     }
     assert_eq!(first["model"], "tiny-llama");
@@ -59,7 +70,12 @@ fn generate_writes_records_and_resumes() {
     let text = std::fs::read_to_string(&out).unwrap();
     let ids: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids.len(), 3, "{text}");
     let mut sorted = ids.clone();
@@ -71,7 +87,11 @@ fn generate_writes_records_and_resumes() {
 fn generate_bad_input_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let prompts = tmp.path().join("prompts.jsonl");
-    std::fs::write(&prompts, "{\"id\": \"a\", \"subset\": \"random\", \"text\": \"Hi\", \"source\": {}}\n").unwrap();
+    std::fs::write(
+        &prompts,
+        "{\"id\": \"a\", \"subset\": \"random\", \"text\": \"Hi\", \"source\": {}}\n",
+    )
+    .unwrap();
     let out = tmp.path().join("gens.jsonl");
     let o = run(&[
         "generate",
@@ -82,7 +102,12 @@ fn generate_bad_input_exits_2() {
         "--out",
         &out.display().to_string(),
     ]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = run(&[
         "generate",
         "--model",
@@ -94,6 +119,11 @@ fn generate_bad_input_exits_2() {
         "--device",
         "cuda:0",
     ]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("cuda"));
 }
