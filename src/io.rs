@@ -87,7 +87,8 @@ impl ResumableJsonl {
             file.set_len(keep).map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
         }
-        file.seek(SeekFrom::End(0)).map_err(|e| Error::io(&path, e))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| Error::io(&path, e))?;
         Ok(Self { path, file, done })
     }
 
@@ -219,6 +220,9 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 }
