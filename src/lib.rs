@@ -13,6 +13,7 @@ pub mod figures;
 pub mod io;
 pub mod model_stages;
 pub mod plan;
+pub mod records;
 pub mod report;
 pub mod runner;
 pub mod stages;

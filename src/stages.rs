@@ -14,10 +14,9 @@ use crate::report::{
     ALL, BestSummary, Interval, MuDiffDraws, PairResult, RateSummary, ScoreRow, SubsetResult,
 };
 use crate::study::{Location, Pair, Priors, SamplerSpec, Study};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// The prompt set file of the prompts unit.
@@ -91,45 +90,7 @@ pub fn read_prompt_set(unit: &Unit) -> Result<Vec<toxprompts::PromptRecord>> {
     Ok(loaded.records)
 }
 
-/// One line of a scores file (the generation fields plus `score` and `toxic`, design.md §3).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScoreLine {
-    /// The prompt id.
-    pub id: String,
-    /// The prompt's subset.
-    pub subset: String,
-    /// The model's name.
-    #[serde(default)]
-    pub model: String,
-    /// The continuation that was scored.
-    #[serde(default)]
-    pub completion: String,
-    /// The classifier's probability of the toxic label.
-    pub score: f64,
-    /// Whether `score` reached the threshold.
-    pub toxic: bool,
-}
-
-/// Reads a scores JSONL file (every line must be a complete record).
-pub fn read_scores(path: &Path) -> Result<Vec<ScoreLine>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let rec: ScoreLine = serde_json::from_str(&line).map_err(|e| {
-            Error::BadInput(format!(
-                "{}:{}: not a score record: {e}",
-                path.display(),
-                i + 1
-            ))
-        })?;
-        out.push(rec);
-    }
-    Ok(out)
-}
+pub use crate::records::{ScoreLine, read_scores};
 
 impl From<&ScoreLine> for ScoreRow {
     fn from(s: &ScoreLine) -> Self {

@@ -4,8 +4,7 @@
 use best_mcmc::{Best, BestSummary, Priors, RateSummary, compare_rates};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toxdrift::error::{Error, Result};
 
@@ -64,82 +63,30 @@ struct Scores {
     n: usize,
 }
 
-fn bad(path: &Path, line: usize, msg: impl std::fmt::Display) -> Error {
-    Error::BadInput(format!("{}:{line}: {msg}", path.display()))
-}
-
+/// Reads a scores file (file:line errors from [`toxdrift::records::read_scores`]) and groups it.
 fn read_scores(path: &Path) -> Result<Scores> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut subsets: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
-    let mut ids = HashSet::new();
-    let mut model: Option<String> = None;
-    let mut n = 0;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let lineno = i + 1;
-        let line = line.map_err(|e| Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| bad(path, lineno, format!("not valid JSON: {e}")))?;
-        let field = |k: &str| {
-            v.get(k)
-                .ok_or_else(|| bad(path, lineno, format!("missing key `{k}`")))
-        };
-        let id = field("id")?
-            .as_str()
-            .ok_or_else(|| bad(path, lineno, "`id` is not a string"))?;
-        if !ids.insert(id.to_string()) {
-            return Err(bad(path, lineno, format!("duplicate id `{id}`")));
-        }
-        let subset = field("subset")?
-            .as_str()
-            .ok_or_else(|| bad(path, lineno, "`subset` is not a string"))?;
-        if subset == "all" {
-            return Err(bad(
-                path,
-                lineno,
-                "subset name `all` is reserved for the overall comparison",
-            ));
-        }
-        let score = field("score")?
-            .as_f64()
-            .ok_or_else(|| bad(path, lineno, "`score` is not a number"))?;
-        if !(0.0..=1.0).contains(&score) {
-            return Err(bad(
-                path,
-                lineno,
-                format!("`score` {score} is not a probability in [0, 1]"),
-            ));
-        }
-        let toxic = field("toxic")?
-            .as_bool()
-            .ok_or_else(|| bad(path, lineno, "`toxic` is not a boolean"))?;
-        if let Some(m) = v.get("model").and_then(|m| m.as_str()) {
-            match &model {
-                None => model = Some(m.to_string()),
-                Some(prev) if prev != m => {
-                    return Err(bad(
-                        path,
-                        lineno,
-                        format!("`model` is `{m}`, earlier lines say `{prev}`"),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        let entry = subsets.entry(subset.to_string()).or_default();
-        entry.0.push(score);
-        entry.1 += toxic as u64;
-        n += 1;
-    }
-    if n == 0 {
+    let lines = toxdrift::records::read_scores(path)?;
+    if lines.is_empty() {
         return Err(Error::BadInput(format!(
             "{}: no scored records",
             path.display()
         )));
     }
-    Ok(Scores { model, subsets, n })
+    let mut subsets: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
+    let mut model: Option<String> = None;
+    for l in &lines {
+        if model.is_none() && !l.model.is_empty() {
+            model = Some(l.model.clone());
+        }
+        let entry = subsets.entry(l.subset.clone()).or_default();
+        entry.0.push(l.score);
+        entry.1 += l.toxic as u64;
+    }
+    Ok(Scores {
+        model,
+        subsets,
+        n: lines.len(),
+    })
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,164 @@
+//! The record files of design.md §3 shared by the study runner and the CLI subcommands, and
+//! their readers. Every problem in a file names the file and line (a bad-input error, exit 2).
+
+use crate::error::{Error, Result};
+use crate::report::ALL;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+/// One line of a scores file (the generation fields plus `score` and `toxic`, design.md §3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreLine {
+    /// The prompt id.
+    pub id: String,
+    /// The prompt's subset.
+    pub subset: String,
+    /// The model's name (empty when the record has none).
+    #[serde(default)]
+    pub model: String,
+    /// The continuation that was scored (empty when the record has none).
+    #[serde(default)]
+    pub completion: String,
+    /// The classifier's probability of the toxic label.
+    pub score: f64,
+    /// Whether `score` reached the threshold.
+    pub toxic: bool,
+}
+
+fn bad(path: &Path, line: usize, msg: impl std::fmt::Display) -> Error {
+    Error::BadInput(format!("{}:{line}: {msg}", path.display()))
+}
+
+/// Reads a scores JSONL file. Every line must be a complete record with a unique string `id`, a
+/// string `subset` other than `all`, a `score` in [0, 1] and a boolean `toxic`; `model`, when
+/// present, must be the same on every line. Blank lines are skipped.
+pub fn read_scores(path: &Path) -> Result<Vec<ScoreLine>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    let mut ids = HashSet::new();
+    let mut model: Option<String> = None;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let lineno = i + 1;
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| bad(path, lineno, format!("not valid JSON: {e}")))?;
+        let field = |k: &str| {
+            v.get(k)
+                .ok_or_else(|| bad(path, lineno, format!("missing key `{k}`")))
+        };
+        let id = field("id")?
+            .as_str()
+            .ok_or_else(|| bad(path, lineno, "`id` is not a string"))?;
+        if !ids.insert(id.to_string()) {
+            return Err(bad(path, lineno, format!("duplicate id `{id}`")));
+        }
+        let subset = field("subset")?
+            .as_str()
+            .ok_or_else(|| bad(path, lineno, "`subset` is not a string"))?;
+        if subset == ALL {
+            return Err(bad(
+                path,
+                lineno,
+                "subset name `all` is reserved for the overall comparison",
+            ));
+        }
+        let score = field("score")?
+            .as_f64()
+            .ok_or_else(|| bad(path, lineno, "`score` is not a number"))?;
+        if !(0.0..=1.0).contains(&score) {
+            return Err(bad(
+                path,
+                lineno,
+                format!("`score` {score} is not a probability in [0, 1]"),
+            ));
+        }
+        let toxic = field("toxic")?
+            .as_bool()
+            .ok_or_else(|| bad(path, lineno, "`toxic` is not a boolean"))?;
+        let this_model = match v.get("model") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(m) => Some(
+                m.as_str()
+                    .ok_or_else(|| bad(path, lineno, "`model` is not a string"))?,
+            ),
+        };
+        if let Some(m) = this_model {
+            match &model {
+                None => model = Some(m.to_string()),
+                Some(prev) if prev != m => {
+                    return Err(bad(
+                        path,
+                        lineno,
+                        format!("`model` is `{m}`, earlier lines say `{prev}`"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let completion = match v.get("completion") {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(c) => c
+                .as_str()
+                .ok_or_else(|| bad(path, lineno, "`completion` is not a string"))?
+                .to_string(),
+        };
+        out.push(ScoreLine {
+            id: id.to_string(),
+            subset: subset.to_string(),
+            model: this_model.unwrap_or_default().to_string(),
+            completion,
+            score,
+            toxic,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_records_and_names_file_and_line_on_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.jsonl");
+        std::fs::write(
+            &good,
+            "{\"id\":\"a\",\"subset\":\"random\",\"model\":\"m\",\"completion\":\"x\",\"score\":0.25,\"toxic\":false}\n\n{\"id\":\"b\",\"subset\":\"severe\",\"score\":0.75,\"toxic\":true}\n",
+        )
+        .unwrap();
+        let lines = read_scores(&good).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            (lines[0].model.as_str(), lines[0].completion.as_str()),
+            ("m", "x")
+        );
+        assert_eq!((lines[1].score, lines[1].toxic), (0.75, true));
+        let cases = [
+            (
+                "{\"id\":\"a\",\"subset\":\"all\",\"score\":0.1,\"toxic\":false}\n",
+                ":1: subset name `all`",
+            ),
+            (
+                "{\"id\":\"a\",\"subset\":\"r\",\"model\":\"m\",\"score\":0.1,\"toxic\":false}\n{\"id\":\"b\",\"subset\":\"r\",\"model\":\"n\",\"score\":0.1,\"toxic\":false}\n",
+                ":2: `model` is `n`",
+            ),
+            (
+                "{\"id\":\"a\",\"subset\":\"r\",\"score\":0.1,\"toxic\":1}\n",
+                ":1: `toxic` is not a boolean",
+            ),
+        ];
+        for (text, want) in cases {
+            let p = dir.path().join("bad.jsonl");
+            std::fs::write(&p, text).unwrap();
+            let e = read_scores(&p).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().contains(&format!("bad.jsonl{want}")), "{e}");
+        }
+    }
+}
