@@ -12,41 +12,10 @@ use crate::plan::Unit;
 use crate::runner::progress_bar;
 use crate::stages::{ADAPTER_DIR, GENERATIONS_FILE, SCORES_FILE, read_prompt_set};
 use crate::study::{Dtype, Location, Model, ModelSource, Study, Template, TooLong};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-/// One line of a generations file (design.md §3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerationLine {
-    /// The prompt id.
-    pub id: String,
-    /// The prompt's subset.
-    pub subset: String,
-    /// The model's name in the study.
-    pub model: String,
-    /// The prompt text.
-    pub prompt: String,
-    /// The continuation (new tokens decoded, special tokens skipped, trimmed).
-    pub completion: String,
-    /// The new token ids.
-    pub completion_token_ids: Vec<u32>,
-    /// `eos` or `length`.
-    pub finish_reason: String,
-}
-
-/// One line of a scores file: the generation plus `score` and `toxic`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScoredLine {
-    /// The generation.
-    #[serde(flatten)]
-    pub generation: GenerationLine,
-    /// The classifier's probability of the toxic label.
-    pub score: f32,
-    /// `score >= threshold`.
-    pub toxic: bool,
-}
+pub use crate::records::{GenerationLine, ScoredLine};
 
 /// A testing aid: `TOXDRIFT_TEST_STALL_MS=N` makes every append (and every training step) pause
 /// for N milliseconds afterwards, so a test can kill the process in the middle of a stage.
@@ -220,25 +189,6 @@ pub fn run_generate(
     Ok(json!({ "file": GENERATIONS_FILE, "records": out.len() }))
 }
 
-fn read_generations(path: &Path) -> Result<Vec<GenerationLine>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut v = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        v.push(serde_json::from_str(&line).map_err(|e| {
-            Error::BadInput(format!(
-                "{}:{}: not a generation record: {e}",
-                path.display(),
-                i + 1
-            ))
-        })?);
-    }
-    Ok(v)
-}
-
 /// The score unit: the classifier's score of every continuation, appended to `scores.jsonl`.
 pub fn run_score(
     study: &Study,
@@ -247,7 +197,11 @@ pub fn run_score(
     gen_unit: &Unit,
     progress: bool,
 ) -> Result<Value> {
-    let gens = read_generations(&gen_unit.dir.join(GENERATIONS_FILE))?;
+    let gens_path = gen_unit.dir.join(GENERATIONS_FILE);
+    let gens = crate::records::read_generations(&gens_path)?
+        .iter()
+        .map(|g| g.to_line(&gens_path))
+        .collect::<Result<Vec<GenerationLine>>>()?;
     let path = unit.dir.join(SCORES_FILE);
     let mut out = ResumableJsonl::open(&path, "id")?;
     let todo = gens.iter().filter(|g| !out.contains(&g.id)).count();

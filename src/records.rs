@@ -1,12 +1,120 @@
-//! The record files of design.md §3 shared by the study runner and the CLI subcommands, and
+//! The record files of design.md §3 (generations and scores) shared by the study runner and the CLI subcommands, and
 //! their readers. Every problem in a file names the file and line (a bad-input error, exit 2).
 
 use crate::error::{Error, Result};
 use crate::report::ALL;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+
+/// One line of a generations file (design.md §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationLine {
+    /// The prompt id.
+    pub id: String,
+    /// The prompt's subset.
+    pub subset: String,
+    /// The model's name in the study.
+    pub model: String,
+    /// The prompt text.
+    pub prompt: String,
+    /// The continuation (new tokens decoded, special tokens skipped, trimmed).
+    pub completion: String,
+    /// The new token ids.
+    pub completion_token_ids: Vec<u32>,
+    /// `eos` or `length`.
+    pub finish_reason: String,
+}
+
+/// One line of a scores file as the study runner writes it: the generation plus `score` and
+/// `toxic`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredLine {
+    /// The generation.
+    #[serde(flatten)]
+    pub generation: GenerationLine,
+    /// The classifier's probability of the toxic label.
+    pub score: f32,
+    /// `score >= threshold`.
+    pub toxic: bool,
+}
+
+/// One record of a generations file as read: the two fields the scorer needs, every field in
+/// file order, and the line it came from.
+#[derive(Debug, Clone)]
+pub struct GenerationRecord {
+    /// The prompt id.
+    pub id: String,
+    /// The continuation to score.
+    pub completion: String,
+    /// All fields of the record.
+    pub fields: Map<String, Value>,
+    /// The 1-based line number in the file.
+    pub line: usize,
+}
+
+impl GenerationRecord {
+    /// The record as a complete [`GenerationLine`]; an error names `path` and the line.
+    pub fn to_line(&self, path: &Path) -> Result<GenerationLine> {
+        serde_json::from_value(Value::Object(self.fields.clone()))
+            .map_err(|e| bad(path, self.line, format!("not a generation record: {e}")))
+    }
+}
+
+/// Reads a generations file: every line a JSON object with unique string `id` and a string
+/// `completion`, and no `score`/`toxic` (a scores file given by mistake). Blank lines are
+/// skipped; every problem names the file and line.
+pub fn read_generations(path: &Path) -> Result<Vec<GenerationRecord>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let lineno = i + 1;
+        let line = std::str::from_utf8(raw).map_err(|e| {
+            bad(
+                path,
+                lineno,
+                format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1),
+            )
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line)
+            .map_err(|e| bad(path, lineno, format!("invalid JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(bad(path, lineno, "not a JSON object"));
+        };
+        let field = |k: &str| -> Result<String> {
+            fields
+                .get(k)
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| bad(path, lineno, format!("missing string field `{k}`")))
+        };
+        let id = field("id")?;
+        let completion = field("completion")?;
+        if fields.contains_key("score") || fields.contains_key("toxic") {
+            return Err(bad(
+                path,
+                lineno,
+                "the record already has `score`/`toxic` (a scores file given as input?)",
+            ));
+        }
+        if !seen.insert(id.clone()) {
+            return Err(bad(path, lineno, format!("duplicate id `{id}`")));
+        }
+        out.push(GenerationRecord {
+            id,
+            completion,
+            fields,
+            line: lineno,
+        });
+    }
+    Ok(out)
+}
 
 /// One line of a scores file (the generation fields plus `score` and `toxic`, design.md §3).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,14 +3,14 @@
 //! `toxic` — and resumable after a kill (records are appended and fsynced a chunk at a time; ids
 //! already in the output are skipped).
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hate_classifier::{Device, HateClassifier};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 use toxdrift::error::{Error, Result};
 use toxdrift::io::ResumableJsonl;
+use toxdrift::records::{GenerationRecord, read_generations};
 
 /// Score the continuations of a generations file with the RoBERTa hate-speech classifier.
 #[derive(Debug, clap::Args)]
@@ -38,62 +38,6 @@ pub struct Args {
     pub device: String,
 }
 
-/// One generation record: its fields in file order, plus the two the scorer needs.
-struct Generation {
-    id: String,
-    completion: String,
-    fields: Map<String, Value>,
-}
-
-/// Reads a generations file; every problem names the file and line.
-fn read_generations(path: &Path) -> Result<Vec<Generation>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let line = std::str::from_utf8(raw).map_err(|e| {
-            Error::BadInput(format!(
-                "{}: not valid UTF-8 (byte {} of the line)",
-                at(),
-                e.valid_up_to() + 1
-            ))
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(line)
-            .map_err(|e| Error::BadInput(format!("{}: invalid JSON: {e}", at())))?;
-        let Value::Object(fields) = value else {
-            return Err(Error::BadInput(format!("{}: not a JSON object", at())));
-        };
-        let field = |k: &str| -> Result<String> {
-            fields
-                .get(k)
-                .and_then(Value::as_str)
-                .map(String::from)
-                .ok_or_else(|| Error::BadInput(format!("{}: missing string field `{k}`", at())))
-        };
-        let id = field("id")?;
-        let completion = field("completion")?;
-        if fields.contains_key("score") || fields.contains_key("toxic") {
-            return Err(Error::BadInput(format!(
-                "{}: the record already has `score`/`toxic` (a scores file given as input?)",
-                at()
-            )));
-        }
-        if !seen.insert(id.clone()) {
-            return Err(Error::BadInput(format!("{}: duplicate id `{id}`", at())));
-        }
-        out.push(Generation {
-            id,
-            completion,
-            fields,
-        });
-    }
-    Ok(out)
-}
-
 fn parse_device(spec: &str) -> Result<Device> {
     let bad = || {
         Error::BadInput(format!(
@@ -119,7 +63,7 @@ const CHUNK: usize = 256;
 pub fn run(args: Args) -> Result<()> {
     let gens = read_generations(&args.input)?;
     let mut out = ResumableJsonl::open(&args.out, "id")?;
-    let todo: Vec<&Generation> = gens.iter().filter(|g| !out.contains(&g.id)).collect();
+    let todo: Vec<&GenerationRecord> = gens.iter().filter(|g| !out.contains(&g.id)).collect();
     if todo.is_empty() {
         eprintln!(
             "{}: all {} records already scored",
