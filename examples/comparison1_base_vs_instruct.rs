@@ -13,42 +13,11 @@
 //! cargo run --release --example comparison1_base_vs_instruct -- --study studies/smoke.toml --out runs/smoke-comparison1
 //! ```
 
-use clap::Parser;
-use std::path::PathBuf;
-
-/// Comparison 1 of the paper: base models vs their instruction-tuned variants (Table 1, Figure 1).
-#[derive(Debug, Parser)]
-struct Args {
-    /// The study file that defines the models and settings.
-    #[arg(long, default_value = "studies/paper.toml")]
-    study: PathBuf,
-    /// A directory with one checkpoint sub-directory per model name; models found there are
-    /// read from it instead of the hub.
-    #[arg(long)]
-    checkpoints: Option<PathBuf>,
-    /// Output directory (default: the study's).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
+mod common;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match toxdrift::runner::run_comparison(
-        &args.study,
+    common::main(
         "comparison1",
-        args.checkpoints.as_deref(),
-        args.out.as_deref(),
-        true,
-    ) {
-        Ok((study, summary)) => {
-            println!("ran {} unit(s)", summary.ran.len());
-            println!("report: {}", study.out.join("report.md").display());
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            // 2: bad input (study file, data, arguments); 1: anything else.
-            eprintln!("error: {e}");
-            std::process::ExitCode::from(e.exit_code() as u8)
-        }
-    }
+        "Comparison 1 of the paper: base models vs their instruction-tuned variants (Table 1, Figure 1).",
+    )
 }

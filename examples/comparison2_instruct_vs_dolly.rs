@@ -13,42 +13,11 @@
 //! cargo run --release --example comparison2_instruct_vs_dolly -- --study studies/smoke.toml --out runs/smoke-comparison2
 //! ```
 
-use clap::Parser;
-use std::path::PathBuf;
-
-/// Comparison 2 of the paper: instruction-tuned models vs their own LoRA fine-tune on Dolly-15k (Table 2, Figure 2). The fine-tunes are trained first, with the paper's recipe.
-#[derive(Debug, Parser)]
-struct Args {
-    /// The study file that defines the models and settings.
-    #[arg(long, default_value = "studies/paper.toml")]
-    study: PathBuf,
-    /// A directory with one checkpoint sub-directory per model name; models found there are
-    /// read from it instead of the hub.
-    #[arg(long)]
-    checkpoints: Option<PathBuf>,
-    /// Output directory (default: the study's).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
+mod common;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match toxdrift::runner::run_comparison(
-        &args.study,
+    common::main(
         "comparison2",
-        args.checkpoints.as_deref(),
-        args.out.as_deref(),
-        true,
-    ) {
-        Ok((study, summary)) => {
-            println!("ran {} unit(s)", summary.ran.len());
-            println!("report: {}", study.out.join("report.md").display());
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            // 2: bad input (study file, data, arguments); 1: anything else.
-            eprintln!("error: {e}");
-            std::process::ExitCode::from(e.exit_code() as u8)
-        }
-    }
+        "Comparison 2 of the paper: instruction-tuned models vs their own LoRA fine-tune on Dolly-15k (Table 2, Figure 2). The fine-tunes are trained first, with the paper's recipe.",
+    )
 }

@@ -13,42 +13,11 @@
 //! cargo run --release --example comparison3_community -- --study studies/smoke.toml --out runs/smoke-comparison3
 //! ```
 
-use clap::Parser;
-use std::path::PathBuf;
-
-/// Comparison 3 of the paper: instruction-tuned models vs two popular community fine-tunes each from the hub (Table 3, Figures 3 and 4).
-#[derive(Debug, Parser)]
-struct Args {
-    /// The study file that defines the models and settings.
-    #[arg(long, default_value = "studies/paper.toml")]
-    study: PathBuf,
-    /// A directory with one checkpoint sub-directory per model name; models found there are
-    /// read from it instead of the hub.
-    #[arg(long)]
-    checkpoints: Option<PathBuf>,
-    /// Output directory (default: the study's).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
+mod common;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match toxdrift::runner::run_comparison(
-        &args.study,
+    common::main(
         "comparison3",
-        args.checkpoints.as_deref(),
-        args.out.as_deref(),
-        true,
-    ) {
-        Ok((study, summary)) => {
-            println!("ran {} unit(s)", summary.ran.len());
-            println!("report: {}", study.out.join("report.md").display());
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            // 2: bad input (study file, data, arguments); 1: anything else.
-            eprintln!("error: {e}");
-            std::process::ExitCode::from(e.exit_code() as u8)
-        }
-    }
+        "Comparison 3 of the paper: instruction-tuned models vs two popular community fine-tunes each from the hub (Table 3, Figures 3 and 4).",
+    )
 }
