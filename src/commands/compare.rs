@@ -1,7 +1,7 @@
 //! `toxdrift compare`: BEST and the toxic-rate comparison of two scored files, per subset and
 //! over all prompts, written as one JSON file (design.md §3). Differences are baseline − candidate.
 
-use best_mcmc::{Best, BestSummary, Priors, RateSummary, compare_rates};
+use best_mcmc::{BestSummary, RateSummary, compare_rates};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -133,20 +133,19 @@ pub fn run(args: Args) -> Result<()> {
         Some([lo, hi]) => Some([*lo, *hi]),
         Some(_) => return Err(Error::BadInput("--rope takes two numbers: LOW HIGH".into())),
     };
-    let mut params = Best::params()
-        .chains(args.chains)
-        .tune(args.tune)
-        .draws(args.draws)
-        .seed(args.seed)
-        .hdi_prob(args.hdi_prob)
-        .probabilities(true)
-        .priors(match args.priors {
-            PriorsArg::Paper => Priors::Paper,
-            PriorsArg::Kruschke => Priors::Kruschke,
-        });
-    if let Some([lo, hi]) = rope {
-        params = params.rope(lo, hi);
-    }
+    // The same BEST settings as a study's `[sampler]` (one place builds the parameters).
+    let params = toxdrift::stages::best_params(&toxdrift::study::SamplerSpec {
+        chains: args.chains,
+        tune: args.tune,
+        draws: args.draws,
+        seed: args.seed,
+        priors: match args.priors {
+            PriorsArg::Paper => toxdrift::study::Priors::Paper,
+            PriorsArg::Kruschke => toxdrift::study::Priors::Kruschke,
+        },
+        hdi_mass: args.hdi_prob,
+        rope,
+    });
     // Reject bad settings before reading anything large.
     params.check()?;
 
