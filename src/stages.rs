@@ -130,127 +130,282 @@ pub fn best_params(s: &SamplerSpec) -> best_mcmc::BestParams {
     p
 }
 
+/// One side of a comparison document: the model, how many scored records, and the scores
+/// file it was read from where there is one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompareSide {
+    /// The scores file, if the rows came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The model name (the study's model name, or the `model` field of the scores file).
+    pub model: Option<String>,
+    /// Scored records on this side.
+    pub n: usize,
+}
+
+/// The BEST and rate settings recorded in a comparison document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompareSettings {
+    /// MCMC chains.
+    pub chains: usize,
+    /// Tuning iterations per chain.
+    pub tune: usize,
+    /// Kept draws per chain.
+    pub draws: usize,
+    /// Sampler seed (the same for every subset).
+    pub seed: u64,
+    /// Prior set.
+    pub priors: Priors,
+    /// Mass of the highest-density intervals.
+    pub hdi_prob: f64,
+    /// Region of practical equivalence for mu_baseline - mu_candidate.
+    pub rope: Option<[f64; 2]>,
+    /// The direction of every difference: `baseline - candidate`.
+    pub difference: String,
+    /// The sampler used.
+    pub sampler: String,
+}
+
+impl From<&SamplerSpec> for CompareSettings {
+    fn from(s: &SamplerSpec) -> Self {
+        CompareSettings {
+            chains: s.chains,
+            tune: s.tune,
+            draws: s.draws,
+            seed: s.seed,
+            priors: s.priors,
+            hdi_prob: s.hdi_mass,
+            rope: s.rope,
+            difference: "baseline - candidate".into(),
+            sampler: "best-mcmc NUTS (diagonal metric, Stan warm-up windows)".into(),
+        }
+    }
+}
+
+/// The comparison of one subset (or `all`): BEST on the scores and the toxic-rate comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubsetComparison {
+    /// Baseline records in the subset.
+    pub n_baseline: usize,
+    /// Candidate records in the subset.
+    pub n_candidate: usize,
+    /// The BEST summary; absent when BEST could not be fitted (see `not_fitted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best: Option<best_mcmc::BestSummary>,
+    /// Why BEST could not be fitted on this subset (a constant group, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_fitted: Option<String>,
+    /// The toxic-rate comparison.
+    pub rate: best_mcmc::RateSummary,
+}
+
+/// The comparison document (design.md §3), written by the study runner's compare units and by
+/// `toxdrift compare`. Differences are baseline - candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComparisonDoc {
+    /// The baseline side.
+    pub baseline: CompareSide,
+    /// The candidate side.
+    pub candidate: CompareSide,
+    /// The settings used.
+    pub settings: CompareSettings,
+    /// Per subset present in both files, and `all` (every record of each file).
+    pub comparisons: BTreeMap<String, SubsetComparison>,
+    /// Subsets not compared, subsets not fitted, and sampler warnings.
+    pub warnings: Vec<String>,
+}
+
+/// A comparison document with the BEST fits behind it (by subset), for draws and figures.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    /// The document.
+    pub doc: ComparisonDoc,
+    /// The BEST fit of each fitted subset.
+    pub fits: BTreeMap<String, best_mcmc::BestFit>,
+}
+
+/// Builds the comparison document of two models' scored rows: `all` pools every record of each
+/// side; a subset is compared when both sides have it, and one found on one side only is left
+/// out with a warning. A subset where BEST cannot be fitted (a constant group, say) is reported
+/// with its `not_fitted` reason and a warning; other failures stop the comparison.
+/// `on_subset` is called with each subset's name before it is compared (for progress).
+pub fn build_comparison(
+    baseline: CompareSide,
+    candidate: CompareSide,
+    baseline_rows: &[ScoreRow],
+    candidate_rows: &[ScoreRow],
+    sampler: &SamplerSpec,
+    mut on_subset: impl FnMut(&str),
+) -> Result<Compared> {
+    let params = best_params(sampler);
+    params.check()?;
+    let names = |rows: &[ScoreRow]| {
+        rows.iter()
+            .map(|r| r.subset.clone())
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let (bs, cs) = (names(baseline_rows), names(candidate_rows));
+    let mut warnings = Vec::new();
+    for name in bs.difference(&cs) {
+        warnings.push(format!(
+            "subset `{name}` is only in the baseline file: not compared"
+        ));
+    }
+    for name in cs.difference(&bs) {
+        warnings.push(format!(
+            "subset `{name}` is only in the candidate file: not compared"
+        ));
+    }
+    if bs != cs {
+        warnings.push(
+            "`all` pools every record of each file, including subsets not in the other".into(),
+        );
+    }
+    let mut subsets: Vec<String> = vec![ALL.to_string()];
+    subsets.extend(bs.intersection(&cs).filter(|s| *s != ALL).cloned());
+    let mut comparisons = BTreeMap::new();
+    let mut fits = BTreeMap::new();
+    for sub in subsets {
+        on_subset(&sub);
+        let pick = |rows: &[ScoreRow]| -> (Vec<f64>, u64) {
+            let mut y = Vec::new();
+            let mut k = 0;
+            for r in rows.iter().filter(|r| sub == ALL || r.subset == sub) {
+                y.push(r.score);
+                k += r.toxic as u64;
+            }
+            (y, k)
+        };
+        let ((yb, kb), (yc, kc)) = (pick(baseline_rows), pick(candidate_rows));
+        let rate =
+            best_mcmc::compare_rates(kb, yb.len() as u64, kc, yc.len() as u64, sampler.hdi_mass)
+                .map_err(|e| {
+                    if e.is_bad_input() {
+                        Error::BadInput(format!("subset `{sub}`: {e}"))
+                    } else {
+                        Error::from(e)
+                    }
+                })?;
+        let (best, not_fitted) = match params.fit(&yb, &yc) {
+            Ok(fit) => {
+                let s = fit.summary();
+                for w in &s.warnings {
+                    warnings.push(format!("{sub}: {w}"));
+                }
+                fits.insert(sub.clone(), fit);
+                (Some(s), None)
+            }
+            Err(e) if e.is_bad_input() => {
+                let msg = e.to_string();
+                warnings.push(format!("subset `{sub}` not fitted: {msg}"));
+                (None, Some(msg))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        comparisons.insert(
+            sub,
+            SubsetComparison {
+                n_baseline: yb.len(),
+                n_candidate: yc.len(),
+                best,
+                not_fitted,
+                rate,
+            },
+        );
+    }
+    Ok(Compared {
+        doc: ComparisonDoc {
+            baseline,
+            candidate,
+            settings: CompareSettings::from(sampler),
+            comparisons,
+            warnings,
+        },
+        fits,
+    })
+}
+
 /// Compares two models' scores: BEST on the continuous scores and the toxic-rate posterior, for
-/// all prompts and per subset. Returns the compact result, the full summaries (JSON) and the
-/// draws of the mu difference.
+/// all prompts and per subset (see [`build_comparison`]). Returns the compact result, the
+/// comparison document and the draws of the mu difference.
 pub fn compare_scores(
     pair: &Pair,
     baseline: &[ScoreRow],
     candidate: &[ScoreRow],
     sampler: &SamplerSpec,
-) -> Result<(PairResult, Value, MuDiffDraws)> {
-    let params = best_params(sampler);
-    let mut subsets: Vec<String> = vec![ALL.to_string()];
-    for r in baseline.iter().chain(candidate) {
-        if !subsets.contains(&r.subset) {
-            subsets.push(r.subset.clone());
-        }
-    }
-    subsets[1..].sort();
+) -> Result<(PairResult, ComparisonDoc, MuDiffDraws)> {
+    let side = |model: &str, rows: &[ScoreRow]| CompareSide {
+        path: None,
+        model: Some(model.to_string()),
+        n: rows.len(),
+    };
+    let Compared { doc, fits } = build_comparison(
+        side(&pair.baseline, baseline),
+        side(&pair.candidate, candidate),
+        baseline,
+        candidate,
+        sampler,
+        |_| {},
+    )?;
     let mut result = PairResult {
         baseline: pair.baseline.clone(),
         candidate: pair.candidate.clone(),
         subsets: BTreeMap::new(),
         file: String::new(),
     };
-    let mut full = serde_json::Map::new();
     let mut draws = MuDiffDraws {
         subsets: BTreeMap::new(),
     };
-    for sub in &subsets {
-        let pick = |rows: &[ScoreRow]| -> Vec<ScoreRow> {
-            rows.iter()
-                .filter(|r| sub == ALL || &r.subset == sub)
-                .cloned()
-                .collect()
-        };
-        let (b, c) = (pick(baseline), pick(candidate));
-        let count = |rows: &[ScoreRow]| rows.iter().filter(|r| r.toxic).count() as u64;
-        let rates = best_mcmc::compare_rates(
-            count(&b),
-            b.len() as u64,
-            count(&c),
-            c.len() as u64,
-            sampler.hdi_mass,
-        )?;
-        let rate = RateSummary {
-            rate_baseline: rates.rate_baseline,
-            rate_candidate: rates.rate_candidate,
-            rate_diff: Interval {
-                mean: rates.rate_diff.mean,
-                hdi_low: rates.rate_diff.hdi_low,
-                hdi_high: rates.rate_diff.hdi_high,
-            },
-            p_candidate_higher: rates.p_candidate_higher,
-        };
-        let ys = |rows: &[ScoreRow]| rows.iter().map(|r| r.score).collect::<Vec<f64>>();
-        let (best, note, best_json) = match params.fit(&ys(&b), &ys(&c)) {
-            Ok(fit) => {
-                let s = fit.summary();
-                let params_diag = s.parameters.values().map(|q| q.diagnostics);
-                let (mut max_rhat, mut min_bulk, mut min_tail) =
-                    (f64::NEG_INFINITY, f64::INFINITY, f64::INFINITY);
-                for d in params_diag {
-                    max_rhat = max_rhat.max(d.rhat);
-                    min_bulk = min_bulk.min(d.ess_bulk);
-                    min_tail = min_tail.min(d.ess_tail);
-                }
-                let summary = BestSummary {
-                    mu_diff: interval(&s.mu_diff),
-                    credible: s.credible,
-                    sigma_diff: interval(&s.sigma_diff),
-                    effect_size: interval(&s.effect_size),
-                    nu_mean: s.nu.mean,
-                    p_positive: s.mu_diff.p_positive,
-                    rope_share: s.rope.map(|r| r.share_inside),
-                    max_rhat,
-                    min_ess_bulk: min_bulk,
-                    min_ess_tail: min_tail,
-                    divergences: s.divergences,
-                    warnings: s.warnings.clone(),
-                };
-                if let Some(d) = fit.draws("mu_diff") {
-                    draws
-                        .subsets
-                        .insert(sub.clone(), d.iter().copied().collect());
-                }
-                let j = serde_json::to_value(&s).unwrap_or(Value::Null);
-                (Some(summary), None, j)
+    for (sub, c) in &doc.comparisons {
+        let best = c.best.as_ref().map(|s| {
+            let (mut max_rhat, mut min_bulk, mut min_tail) =
+                (f64::NEG_INFINITY, f64::INFINITY, f64::INFINITY);
+            for d in s.parameters.values().map(|q| q.diagnostics) {
+                max_rhat = max_rhat.max(d.rhat);
+                min_bulk = min_bulk.min(d.ess_bulk);
+                min_tail = min_tail.min(d.ess_tail);
             }
-            // A subset where BEST cannot be fitted (a constant group, say, on tiny data) is
-            // reported as such; any other failure stops the run.
-            Err(e) if e.is_bad_input() => {
-                let msg = e.to_string();
-                (None, Some(msg.clone()), json!({ "not_fitted": msg }))
+            BestSummary {
+                mu_diff: interval(&s.mu_diff),
+                credible: s.credible,
+                sigma_diff: interval(&s.sigma_diff),
+                effect_size: interval(&s.effect_size),
+                nu_mean: s.nu.mean,
+                p_positive: s.mu_diff.p_positive,
+                rope_share: s.rope.map(|r| r.share_inside),
+                max_rhat,
+                min_ess_bulk: min_bulk,
+                min_ess_tail: min_tail,
+                divergences: s.divergences,
+                warnings: s.warnings.clone(),
             }
-            Err(e) => return Err(e.into()),
-        };
-        full.insert(
-            sub.clone(),
-            json!({
-                "n_baseline": b.len(),
-                "n_candidate": c.len(),
-                "best": best_json,
-                "rate": serde_json::to_value(rates).unwrap_or(Value::Null),
-            }),
-        );
+        });
+        if let Some(d) = fits.get(sub).and_then(|f| f.draws("mu_diff")) {
+            draws
+                .subsets
+                .insert(sub.clone(), d.iter().copied().collect());
+        }
+        let r = &c.rate;
         result.subsets.insert(
             sub.clone(),
             SubsetResult {
-                n: [b.len(), c.len()],
+                n: [c.n_baseline, c.n_candidate],
                 best,
-                rate,
-                note,
+                rate: RateSummary {
+                    rate_baseline: r.rate_baseline,
+                    rate_candidate: r.rate_candidate,
+                    rate_diff: Interval {
+                        mean: r.rate_diff.mean,
+                        hdi_low: r.rate_diff.hdi_low,
+                        hdi_high: r.rate_diff.hdi_high,
+                    },
+                    p_candidate_higher: r.p_candidate_higher,
+                },
+                note: c.not_fitted.clone(),
             },
         );
     }
-    let full = json!({
-        "baseline": pair.baseline,
-        "candidate": pair.candidate,
-        "difference": "baseline - candidate",
-        "subsets": full,
-    });
-    Ok((result, full, draws))
+    Ok((result, doc, draws))
 }
 
 /// The compare unit: reads both score files, compares, writes the three result files.
@@ -279,7 +434,13 @@ pub fn run_compare(
             c.len()
         );
     }
-    let (mut result, full, draws) = compare_scores(pair, &b, &c, &study.sampler)?;
+    let (mut result, mut full, draws) = compare_scores(pair, &b, &c, &study.sampler)?;
+    // Relative to the study's output directory, so that the file does not depend on where it is.
+    full.baseline.path = Some(crate::plan::relative(&study.out, baseline_scores));
+    full.candidate.path = Some(crate::plan::relative(&study.out, candidate_scores));
+    for w in &full.warnings {
+        tracing::warn!("{} vs {}: {w}", pair.baseline, pair.candidate);
+    }
     result.file = crate::plan::relative(&study.out, &unit.dir.join(RESULT_FILE));
     write_atomic(unit.dir.join(COMPARISON_FILE), &to_json(&full)?)?;
     write_atomic(unit.dir.join(DRAWS_FILE), &to_json(&draws)?)?;
@@ -338,6 +499,7 @@ mod tests {
         };
         let (b, c) = (rows(200, 20, 0.0), rows(200, 5, 0.02));
         let (result, full, draws) = compare_scores(&pair, &b, &c, &sampler).unwrap();
+        let full = serde_json::to_value(&full).unwrap();
         let keys: Vec<&str> = result.subsets.keys().map(String::as_str).collect();
         assert_eq!(keys, ["all", "random", "severe"]);
         let all = &result.subsets["all"];
@@ -349,8 +511,8 @@ mod tests {
         let best = all.best.as_ref().unwrap();
         assert!(best.mu_diff.hdi_high < 0.0 && best.credible, "{best:?}");
         assert_eq!(draws.subsets["all"].len(), 2 * 200);
-        assert_eq!(full["subsets"]["severe"]["n_baseline"], 100);
-        assert!(full["subsets"]["all"]["best"]["mu_diff"]["mean"].is_f64());
+        assert_eq!(full["comparisons"]["severe"]["n_baseline"], 100);
+        assert!(full["comparisons"]["all"]["best"]["mu_diff"]["mean"].is_f64());
         // The same seed gives the same result.
         let (again, _, _) = compare_scores(&pair, &b, &c, &sampler).unwrap();
         assert_eq!(again, result);

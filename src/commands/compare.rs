@@ -1,12 +1,12 @@
 //! `toxdrift compare`: BEST and the toxic-rate comparison of two scored files, per subset and
 //! over all prompts, written as one JSON file (design.md §3). Differences are baseline − candidate.
 
-use best_mcmc::{BestSummary, RateSummary, compare_rates};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toxdrift::error::{Error, Result};
+use toxdrift::report::ScoreRow;
+use toxdrift::stages::{CompareSide, Compared, build_comparison};
 
 /// Prior sets selectable on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -56,15 +56,9 @@ pub struct Args {
     pub draws_dir: Option<PathBuf>,
 }
 
-/// One scored file, grouped by subset.
-struct Scores {
-    model: Option<String>,
-    subsets: BTreeMap<String, (Vec<f64>, u64)>,
-    n: usize,
-}
-
-/// Reads a scores file (file:line errors from [`toxdrift::records::read_scores`]) and groups it.
-fn read_scores(path: &Path) -> Result<Scores> {
+/// Reads a scores file (file:line errors from [`toxdrift::records::read_scores`]): its rows, the
+/// first model name it names, and its side of the comparison document.
+fn read_scores(path: &Path) -> Result<(Vec<ScoreRow>, CompareSide)> {
     let lines = toxdrift::records::read_scores(path)?;
     if lines.is_empty() {
         return Err(Error::BadInput(format!(
@@ -72,58 +66,16 @@ fn read_scores(path: &Path) -> Result<Scores> {
             path.display()
         )));
     }
-    let mut subsets: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
-    let mut model: Option<String> = None;
-    for l in &lines {
-        if model.is_none() && !l.model.is_empty() {
-            model = Some(l.model.clone());
-        }
-        let entry = subsets.entry(l.subset.clone()).or_default();
-        entry.0.push(l.score);
-        entry.1 += l.toxic as u64;
-    }
-    Ok(Scores {
+    let model = lines
+        .iter()
+        .find(|l| !l.model.is_empty())
+        .map(|l| l.model.clone());
+    let side = CompareSide {
+        path: Some(path.display().to_string()),
         model,
-        subsets,
         n: lines.len(),
-    })
-}
-
-#[derive(Serialize)]
-struct Side {
-    path: String,
-    model: Option<String>,
-    n: usize,
-}
-
-#[derive(Serialize)]
-struct Settings {
-    chains: usize,
-    tune: usize,
-    draws: usize,
-    seed: u64,
-    priors: PriorsArg,
-    hdi_prob: f64,
-    rope: Option<[f64; 2]>,
-    difference: &'static str,
-    sampler: &'static str,
-}
-
-#[derive(Serialize)]
-struct SubsetComparison {
-    n_baseline: usize,
-    n_candidate: usize,
-    best: BestSummary,
-    rate: RateSummary,
-}
-
-#[derive(Serialize)]
-struct Report {
-    baseline: Side,
-    candidate: Side,
-    settings: Settings,
-    comparisons: BTreeMap<String, SubsetComparison>,
-    warnings: Vec<String>,
+    };
+    Ok((lines.iter().map(ScoreRow::from).collect(), side))
 }
 
 /// Runs the subcommand.
@@ -134,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(_) => return Err(Error::BadInput("--rope takes two numbers: LOW HIGH".into())),
     };
     // The same BEST settings as a study's `[sampler]` (one place builds the parameters).
-    let params = toxdrift::stages::best_params(&toxdrift::study::SamplerSpec {
+    let sampler = toxdrift::study::SamplerSpec {
         chains: args.chains,
         tune: args.tune,
         draws: args.draws,
@@ -145,124 +97,46 @@ pub fn run(args: Args) -> Result<()> {
         },
         hdi_mass: args.hdi_prob,
         rope,
-    });
-    // Reject bad settings before reading anything large.
-    params.check()?;
-
-    let base = read_scores(&args.baseline)?;
-    let cand = read_scores(&args.candidate)?;
-    let mut warnings = Vec::new();
-    // (subset, baseline scores, baseline toxic count, candidate scores, candidate toxic count)
-    type Pair = (String, Vec<f64>, u64, Vec<f64>, u64);
-    let mut pairs: Vec<Pair> = Vec::new();
-    let all = |s: &Scores| -> (Vec<f64>, u64) {
-        let mut y = Vec::with_capacity(s.n);
-        let mut k = 0;
-        for (v, t) in s.subsets.values() {
-            y.extend_from_slice(v);
-            k += t;
-        }
-        (y, k)
     };
-    let (ya, ka) = all(&base);
-    let (yb, kb) = all(&cand);
-    pairs.push(("all".into(), ya, ka, yb, kb));
-    for (name, (ya, ka)) in &base.subsets {
-        match cand.subsets.get(name) {
-            Some((yb, kb)) => pairs.push((name.clone(), ya.clone(), *ka, yb.clone(), *kb)),
-            None => warnings.push(format!(
-                "subset `{name}` is only in the baseline file: not compared"
-            )),
-        }
-    }
-    for name in cand.subsets.keys() {
-        if !base.subsets.contains_key(name) {
-            warnings.push(format!(
-                "subset `{name}` is only in the candidate file: not compared"
-            ));
-        }
-    }
-    if warnings.iter().any(|w| w.contains("only in")) {
-        warnings.push(
-            "`all` pools every record of each file, including subsets not in the other".into(),
-        );
-    }
+    // Reject bad settings before reading anything large.
+    toxdrift::stages::best_params(&sampler).check()?;
 
-    let bar = ProgressBar::new(pairs.len() as u64);
+    let (base, base_side) = read_scores(&args.baseline)?;
+    let (cand, cand_side) = read_scores(&args.candidate)?;
+
+    let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {pos}/{len} subsets, {elapsed} elapsed, ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} {msg:>12} {pos} subsets done, {elapsed} elapsed")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let mut comparisons = BTreeMap::new();
-    for (name, ya, ka, yb, kb) in pairs {
-        bar.set_message(name.clone());
-        let context = |e: best_mcmc::Error| -> Error {
-            if e.is_bad_input() {
-                Error::BadInput(format!(
-                    "subset `{name}` ({} vs {}): {e}",
-                    args.baseline.display(),
-                    args.candidate.display()
-                ))
-            } else {
-                Error::from(e)
-            }
-        };
-        let fit = params.fit(&ya, &yb).map_err(context)?;
-        let best = fit.summary();
-        let rate = compare_rates(ka, ya.len() as u64, kb, yb.len() as u64, args.hdi_prob)
-            .map_err(context)?;
-        for w in &best.warnings {
-            warnings.push(format!("{name}: {w}"));
+    let mut started = false;
+    let compared = build_comparison(base_side, cand_side, &base, &cand, &sampler, |name| {
+        if started {
+            bar.inc(1);
         }
-        if let Some(dir) = &args.draws_dir {
+        started = true;
+        bar.set_message(name.to_string());
+    });
+    bar.finish_and_clear();
+    let Compared { doc, fits } = compared.map_err(|e| match e {
+        Error::BadInput(m) => Error::BadInput(format!(
+            "{} vs {}: {m}",
+            args.baseline.display(),
+            args.candidate.display()
+        )),
+        e => e,
+    })?;
+    if let Some(dir) = &args.draws_dir {
+        for (name, fit) in &fits {
             let mut buf = Vec::new();
             fit.write_csv(&mut buf)?;
             toxdrift::io::write_atomic(dir.join(format!("{name}.csv")), &buf)?;
         }
-        comparisons.insert(
-            name,
-            SubsetComparison {
-                n_baseline: ya.len(),
-                n_candidate: yb.len(),
-                best,
-                rate,
-            },
-        );
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    let report = Report {
-        baseline: Side {
-            path: args.baseline.display().to_string(),
-            model: base.model,
-            n: base.n,
-        },
-        candidate: Side {
-            path: args.candidate.display().to_string(),
-            model: cand.model,
-            n: cand.n,
-        },
-        settings: Settings {
-            chains: args.chains,
-            tune: args.tune,
-            draws: args.draws,
-            seed: args.seed,
-            priors: args.priors,
-            hdi_prob: args.hdi_prob,
-            rope,
-            difference: "baseline - candidate",
-            sampler: "best-mcmc NUTS (diagonal metric, Stan warm-up windows)",
-        },
-        comparisons,
-        warnings,
-    };
-    for w in &report.warnings {
+    for w in &doc.warnings {
         tracing::warn!("{w}");
     }
-    let mut bytes = serde_json::to_vec_pretty(&report)
+    let mut bytes = serde_json::to_vec_pretty(&doc)
         .map_err(|e| Error::io(&args.out, std::io::Error::other(e)))?;
     bytes.push(b'\n');
     toxdrift::io::write_atomic(&args.out, &bytes)
@@ -359,7 +233,7 @@ mod tests {
         assert_eq!(cmp["random"]["best"]["credible"], true);
         assert!(cmp["random"]["best"]["rope"]["decision"].is_string());
         // The rate part is the closed-form comparison of the toxic counts.
-        let want = compare_rates(10, 200, 18, 180, 0.95).unwrap();
+        let want = best_mcmc::compare_rates(10, 200, 18, 180, 0.95).unwrap();
         let rate = &cmp["random"]["rate"];
         assert_eq!(rate["k_baseline"], 10);
         // (serde_json's default float parsing may be 1 ulp off.)
@@ -412,13 +286,33 @@ mod tests {
                 "{s}"
             );
         }
-        // A constant subset is refused with its name.
+        // A constant subset is reported not fitted, with its name, and the rest is compared.
         let mut constant = rows("c", "random", 50, 0.01, 10);
         constant.extend((0..20).map(|i| (format!("c{i}"), "severe", 0.25)));
         let c = write(dir.path(), "const.jsonl", &constant);
-        let e = run(args(dir.path(), good.clone(), c)).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("subset `severe`"), "{e}");
+        let a = args(dir.path(), good.clone(), c);
+        let out = a.out.clone();
+        run(a).unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let severe = &r["comparisons"]["severe"];
+        assert!(severe.get("best").is_none(), "{severe}");
+        assert!(
+            severe["not_fitted"]
+                .as_str()
+                .unwrap()
+                .contains("zero spread"),
+            "{severe}"
+        );
+        assert_eq!(severe["n_candidate"], 20);
+        assert!(r["comparisons"]["random"]["best"]["mu_diff"]["mean"].is_f64());
+        assert!(
+            r["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| { w.as_str().unwrap().contains("subset `severe` not fitted") })
+        );
+        std::fs::remove_file(&out).unwrap();
         // Bad settings are refused before reading.
         let mut a = args(dir.path(), good.clone(), good);
         a.hdi_prob = 1.5;
