@@ -99,7 +99,10 @@ pub fn run(args: Args) -> Result<()> {
             .zip(scores)
             .map(|(g, s)| {
                 let mut rec = g.fields.clone();
-                rec.insert("score".into(), Value::from(s));
+                // The f32's shortest decimal form (as the runner's typed records write it), not
+                // its f64 widening (0.1f32 would otherwise print as 0.10000000149011612).
+                let short = s.to_string().parse::<f64>().unwrap_or(f64::from(s));
+                rec.insert("score".into(), Value::from(short));
                 rec.insert("toxic".into(), Value::Bool(clf.is_toxic(s)));
                 (g.id.clone(), rec)
             })
