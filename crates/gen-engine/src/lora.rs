@@ -15,6 +15,7 @@
 //! Base weights are plain tensors (never `Var`s), so gradients flow only into the LoRA weights.
 
 use crate::error::{Error, Result};
+use crate::packed::PackedLinear;
 use crate::weights::{Checkpoint, Weights};
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -513,22 +514,31 @@ const WIDE: usize = 8192;
 /// The column block width of wide layers.
 const BLOCK: usize = 4096;
 
+/// How a layer's frozen base weight is stored.
+#[derive(Debug, Clone)]
+enum Store {
+    /// `[out, in]` as in the checkpoint (e.g. a head tied to the embedding matrix, shared
+    /// rather than copied).
+    Rows(Tensor),
+    /// Transposed, `[in, out]` contiguous: candle's CPU gemm is several times faster on that
+    /// layout for the skinny products of decoding than on a transposed view. Very wide layers
+    /// (an output head) are split into contiguous column blocks, whose products candle's gemm
+    /// runs several times faster than one wide one. Differentiable (training, any dtype/device).
+    Cols(Vec<Tensor>),
+    /// Packed once into column panels for the f32 CPU kernel of [`crate::packed`], bias
+    /// included: inference only.
+    Packed(Arc<PackedLinear>),
+}
+
 /// A linear layer `y = x Wᵀ + b`, optionally with a LoRA path. Built by [`LinearFactory`].
 ///
 /// The base weight is frozen (a plain tensor); with trainable LoRA, `A` and `B` are the tensors of
 /// the registered [`Var`]s, so `loss.backward()` yields their gradients. Weights read from a
-/// checkpoint are stored transposed (`in × out`, contiguous): candle's CPU gemm is several times
-/// faster on that layout for the skinny products of decoding than on a transposed view.
+/// checkpoint are stored transposed (`in × out`, contiguous), or, for f32 inference on the CPU,
+/// pre-packed for the decoding kernel ([`LoraLinear::into_packed`]).
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
-    /// `[in, out]` contiguous when `transposed`, else `[out, in]` (e.g. a head tied to the
-    /// embedding matrix, shared rather than copied).
-    w: Tensor,
-    transposed: bool,
-    /// For very wide layers (an output head): the transposed weight split into contiguous
-    /// column blocks, whose products candle's gemm runs several times faster than one wide one.
-    /// When non-empty, `w` holds no data of its own (an empty placeholder).
-    blocks: Vec<Tensor>,
+    w: Store,
     bias: Option<Tensor>,
     lora: Option<LoraPath>,
     name: String,
@@ -538,9 +548,7 @@ impl LoraLinear {
     /// A plain layer from a weight (`out × in`) and an optional bias.
     pub fn plain(weight: Tensor, bias: Option<Tensor>, name: impl Into<String>) -> Self {
         Self {
-            w: weight,
-            transposed: false,
-            blocks: Vec::new(),
+            w: Store::Rows(weight),
             bias,
             lora: None,
             name: name.into(),
@@ -548,24 +556,67 @@ impl LoraLinear {
     }
 
     /// Stores the weight transposed (`in × out`, contiguous) for faster products; layers wider
-    /// than 8192 outputs are split into column blocks of 4096.
+    /// than 8192 outputs are split into column blocks of 4096. Differentiable: the layout
+    /// training uses. A packed layer is unpacked.
     pub fn into_transposed(mut self) -> Result<Self> {
-        if !self.transposed {
-            let (out, _) = self.w.dims2()?;
-            if out > WIDE {
-                let mut blocks = Vec::with_capacity(out.div_ceil(BLOCK));
-                for start in (0..out).step_by(BLOCK) {
-                    let n = BLOCK.min(out - start);
-                    blocks.push(self.w.narrow(0, start, n)?.t()?.contiguous()?);
-                }
-                self.blocks = blocks;
-                self.w = Tensor::zeros(0, self.w.dtype(), self.w.device())?;
-            } else {
-                self.w = self.w.t()?.contiguous()?;
+        let w = match &self.w {
+            Store::Cols(_) => return Ok(self),
+            Store::Rows(w) => w.clone(),
+            Store::Packed(_) => self.weight()?,
+        };
+        let (out, _) = w.dims2()?;
+        self.w = Store::Cols(if out > WIDE {
+            let mut blocks = Vec::with_capacity(out.div_ceil(BLOCK));
+            for start in (0..out).step_by(BLOCK) {
+                let n = BLOCK.min(out - start);
+                blocks.push(w.narrow(0, start, n)?.t()?.contiguous()?);
             }
-            self.transposed = true;
-        }
+            blocks
+        } else {
+            vec![w.t()?.contiguous()?]
+        });
         Ok(self)
+    }
+
+    /// For inference: an f32 weight on the CPU is packed once into the column panels of the
+    /// decoding kernel (about twice candle's gemm speed on the few-row products of batched
+    /// decoding, since the weight is not repacked at every call), bias included. Other dtypes
+    /// and devices are stored transposed ([`LoraLinear::into_transposed`]). A separate LoRA
+    /// path stays as it is. The packed base carries no gradient: never pack a layer that
+    /// training must backpropagate through (the factory packs only outside [`LoraPlan::Train`]).
+    pub fn into_packed(self) -> Result<Self> {
+        let w = match &self.w {
+            Store::Packed(_) => return Ok(self),
+            Store::Rows(w) => w.clone(),
+            Store::Cols(_) => self.weight()?,
+        };
+        if w.dtype() != DType::F32 || !w.device().is_cpu() {
+            return self.into_transposed();
+        }
+        let (n, k) = w.dims2()?;
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
+        };
+        // Packed straight from the tensor's buffer: no third copy of the weight while loading.
+        let w = w.contiguous()?;
+        let (storage, layout) = w.storage_and_layout();
+        let packed = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+                PackedLinear::from_rows(&v[a..b], n, k, bias)
+            }
+            _ => {
+                return Err(Error::InvalidParam {
+                    name: "weight",
+                    msg: format!("{}: expected a contiguous f32 CPU tensor", self.name),
+                });
+            }
+        };
+        drop(storage);
+        Ok(Self {
+            w: Store::Packed(Arc::new(packed)),
+            ..self
+        })
     }
 
     /// The PEFT module name.
@@ -576,12 +627,18 @@ impl LoraLinear {
     /// The frozen base weight, `out × in` (with a merged adapter, the merged one; possibly a
     /// transposed view of the stored tensor).
     pub fn weight(&self) -> Result<Tensor> {
-        if !self.blocks.is_empty() {
-            Ok(Tensor::cat(&self.blocks, 1)?.t()?)
-        } else if self.transposed {
-            Ok(self.w.t()?)
-        } else {
-            Ok(self.w.clone())
+        match &self.w {
+            Store::Rows(w) => Ok(w.clone()),
+            Store::Cols(blocks) if blocks.len() == 1 => Ok(blocks[0].t()?),
+            Store::Cols(blocks) => Ok(Tensor::cat(blocks, 1)?.t()?),
+            Store::Packed(p) => {
+                let wt = Tensor::from_vec(
+                    p.to_transposed(),
+                    (p.in_dim(), p.out_dim()),
+                    &candle_core::Device::Cpu,
+                )?;
+                Ok(wt.t()?)
+            }
         }
     }
 
@@ -592,18 +649,20 @@ impl LoraLinear {
 
     /// `(out, in)` of the layer.
     pub fn dims(&self) -> Result<(usize, usize)> {
-        if !self.blocks.is_empty() {
-            let mut out = 0;
-            let mut inp = 0;
-            for b in &self.blocks {
-                let (i, o) = b.dims2()?;
-                out += o;
-                inp = i;
+        match &self.w {
+            Store::Rows(w) => Ok(w.dims2()?),
+            Store::Cols(blocks) => {
+                let mut out = 0;
+                let mut inp = 0;
+                for b in blocks {
+                    let (i, o) = b.dims2()?;
+                    out += o;
+                    inp = i;
+                }
+                Ok((out, inp))
             }
-            return Ok((out, inp));
+            Store::Packed(p) => Ok((p.out_dim(), p.in_dim())),
         }
-        let (a, b) = self.w.dims2()?;
-        Ok(if self.transposed { (b, a) } else { (a, b) })
     }
 
     /// Forward in inference mode (no dropout).
@@ -617,26 +676,23 @@ impl LoraLinear {
         let in_dim = dims[dims.len() - 1];
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_dim))?;
-        let mut y = if training {
-            if self.blocks.is_empty() {
-                frozen_product(&x2, std::slice::from_ref(&self.w), self.transposed)?
-            } else {
-                frozen_product(&x2, &self.blocks, true)?
+        let mut y = match &self.w {
+            // Bias included.
+            Store::Packed(p) => x2.contiguous()?.apply_op1_no_bwd(&PackedProduct(p))?,
+            Store::Cols(blocks) if training => frozen_product(&x2, blocks, true)?,
+            Store::Rows(w) if training => frozen_product(&x2, std::slice::from_ref(w), false)?,
+            Store::Cols(blocks) if blocks.len() == 1 => x2.matmul(&blocks[0])?,
+            Store::Cols(blocks) => {
+                let ys = blocks
+                    .iter()
+                    .map(|b| x2.matmul(b))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&ys, 1)?
             }
-        } else if !self.blocks.is_empty() {
-            let ys = self
-                .blocks
-                .iter()
-                .map(|b| x2.matmul(b))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            Tensor::cat(&ys, 1)?
-        } else if self.transposed {
-            x2.matmul(&self.w)?
-        } else {
             // (W xᵀ)ᵀ: the row-major `[out, in]` weight as the left operand.
-            self.w.matmul(&x2.t()?)?.t()?
+            Store::Rows(w) => w.matmul(&x2.t()?)?.t()?,
         };
-        if let Some(b) = &self.bias {
+        if let (Some(b), false) = (&self.bias, matches!(self.w, Store::Packed(_))) {
             y = y.broadcast_add(b)?;
         }
         if let Some(l) = &self.lora {
@@ -659,22 +715,56 @@ impl LoraLinear {
     /// none carries a separate LoRA path and all store their weight the same way; `None`
     /// otherwise. The fused output is the concatenation of the parts' outputs in order.
     pub fn fuse(parts: &[&LoraLinear], name: impl Into<String>) -> Result<Option<LoraLinear>> {
-        if parts.is_empty() || parts.iter().any(|p| p.has_lora() || !p.blocks.is_empty()) {
+        if parts.is_empty() || parts.iter().any(|p| p.has_lora()) {
             return Ok(None);
         }
-        let transposed = parts[0].transposed;
-        if parts.iter().any(|p| p.transposed != transposed) {
+        let w = if parts.iter().all(|p| matches!(p.w, Store::Packed(_))) {
+            let packed: Vec<&PackedLinear> = parts
+                .iter()
+                .filter_map(|p| match &p.w {
+                    Store::Packed(q) => Some(q.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            match PackedLinear::concat(&packed) {
+                Some(p) => Store::Packed(Arc::new(p)),
+                None => return Ok(None),
+            }
+        } else if let Some(ws) = parts
+            .iter()
+            .map(|p| match &p.w {
+                Store::Cols(b) if b.len() == 1 => Some(&b[0]),
+                _ => None,
+            })
+            .collect::<Option<Vec<&Tensor>>>()
+        {
+            Store::Cols(vec![Tensor::cat(&ws, 1)?])
+        } else if let Some(ws) = parts
+            .iter()
+            .map(|p| match &p.w {
+                Store::Rows(w) => Some(w),
+                _ => None,
+            })
+            .collect::<Option<Vec<&Tensor>>>()
+        {
+            Store::Rows(Tensor::cat(&ws, 0)?)
+        } else {
             return Ok(None);
-        }
-        let ws: Vec<&Tensor> = parts.iter().map(|p| &p.w).collect();
-        let w = Tensor::cat(&ws, if transposed { 1 } else { 0 })?;
+        };
         let bias = if parts.iter().any(|p| p.bias.is_some()) {
             let mut bs = Vec::new();
             for p in parts {
                 let (out, _) = p.dims()?;
                 bs.push(match &p.bias {
                     Some(b) => b.clone(),
-                    None => Tensor::zeros(out, p.w.dtype(), p.w.device())?,
+                    None => {
+                        let dtype = parts
+                            .iter()
+                            .find_map(|q| q.bias.as_ref())
+                            .map(|b| b.dtype());
+                        let w = p.weight()?;
+                        Tensor::zeros(out, dtype.unwrap_or(w.dtype()), w.device())?
+                    }
                 });
             }
             Some(Tensor::cat(&bs, 0)?)
@@ -683,12 +773,47 @@ impl LoraLinear {
         };
         Ok(Some(LoraLinear {
             w,
-            transposed,
-            blocks: Vec::new(),
             bias,
             lora: None,
             name: name.into(),
         }))
+    }
+}
+
+/// `x Wᵀ + b` through a packed weight, as a candle op (no backward).
+struct PackedProduct<'a>(&'a PackedLinear);
+
+impl candle_core::CustomOp1 for PackedProduct<'_> {
+    fn name(&self) -> &'static str {
+        "packed-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (m, k) = l.shape().dims2()?;
+        if k != self.0.in_dim() {
+            candle_core::bail!(
+                "packed-linear: input has {k} features, the layer {}",
+                self.0.in_dim()
+            );
+        }
+        let x = match (s, l.contiguous_offsets()) {
+            (candle_core::CpuStorage::F32(v), Some((a, b))) => &v[a..b],
+            (candle_core::CpuStorage::F32(_), None) => {
+                candle_core::bail!("packed-linear: input not contiguous")
+            }
+            _ => {
+                use candle_core::backend::BackendStorage;
+                candle_core::bail!("packed-linear: input is {:?}, expected f32", s.dtype())
+            }
+        };
+        let n = self.0.out_dim();
+        let mut out = vec![0f32; m * n];
+        self.0.matmul(x, m, &mut out);
+        Ok((candle_core::CpuStorage::F32(out), (m, n).into()))
     }
 }
 
@@ -756,13 +881,18 @@ impl LinearFactory {
         } else {
             None
         };
-        self.wrap(weight, bias, vb.prefix())?.into_transposed()
+        let layer = self.wrap(weight, bias, vb.prefix())?;
+        match self.plan {
+            // Training backpropagates through every base layer: the differentiable layout.
+            LoraPlan::Train { .. } => layer.into_transposed(),
+            _ => layer.into_packed(),
+        }
     }
 
     /// Wraps an already loaded weight (e.g. a tied head) as the module `name`.
     pub fn wrap(&self, weight: Tensor, bias: Option<Tensor>, name: &str) -> Result<LoraLinear> {
         let (out_dim, in_dim) = weight.dims2()?;
-        let mut layer = LoraLinear::plain(weight, bias, name);
+        let mut layer = LoraLinear::plain(weight.clone(), bias, name);
         match &self.plan {
             LoraPlan::None => {}
             LoraPlan::Adapter { adapter, merge } => {
@@ -778,13 +908,13 @@ impl LinearFactory {
                     }
                     return Ok(layer);
                 };
-                let dev = layer.w.device().clone();
+                let dev = weight.device().clone();
                 let (a, b) = (a.to_device(&dev)?, b.to_device(&dev)?);
                 let scale = adapter.config.scale();
                 if *merge {
                     let delta = (b.matmul(&a)? * scale)?;
-                    let w = (layer.w.to_dtype(DType::F32)? + delta)?;
-                    layer.w = w.to_dtype(layer.w.dtype())?;
+                    let w = (weight.to_dtype(DType::F32)? + delta)?;
+                    layer.w = Store::Rows(w.to_dtype(weight.dtype())?);
                 } else {
                     layer.lora = Some(LoraPath {
                         a,
@@ -799,7 +929,7 @@ impl LinearFactory {
                 if !config.targets(name) {
                     return Ok(layer);
                 }
-                let dev = layer.w.device().clone();
+                let dev = weight.device().clone();
                 let r = config.r;
                 let (a, b) = match init {
                     LoraInit::Default { seed } => {
@@ -989,7 +1119,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 24), &d).unwrap();
         let plain = LoraLinear::plain(w.clone(), Some(b.clone()), "lm_head");
         let blocked = plain.clone().into_transposed().unwrap();
-        assert_eq!(blocked.blocks.len(), 3);
+        assert!(matches!(&blocked.w, Store::Cols(b) if b.len() == 3));
         assert_eq!(blocked.dims().unwrap(), (10_000, 24));
         let y0 = plain.forward(&x).unwrap();
         let y1 = blocked.forward(&x).unwrap();
@@ -1013,6 +1143,55 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert_eq!(wd, 0.0);
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn packed_storage_computes_the_same_product_and_fuses() {
+        let d = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 40), &d).unwrap();
+        let mut parts = Vec::new();
+        for (i, out) in [48usize, 32, 20].into_iter().enumerate() {
+            let w = Tensor::randn(0f32, 1.0, (out, 40), &d).unwrap();
+            let b = (i != 1).then(|| Tensor::randn(0f32, 1.0, out, &d).unwrap());
+            parts.push(LoraLinear::plain(w, b, format!("p{i}")));
+        }
+        let mut packed = Vec::new();
+        for p in &parts {
+            let q = p.clone().into_packed().unwrap();
+            assert!(matches!(q.w, Store::Packed(_)));
+            assert_eq!(q.dims().unwrap(), p.dims().unwrap());
+            assert_eq!(max_diff(&q.weight().unwrap(), &p.weight().unwrap()), 0.0);
+            assert!(max_diff(&q.forward(&x).unwrap(), &p.forward(&x).unwrap()) < 1e-4);
+            // And back to the differentiable layout, unchanged.
+            let t = q.clone().into_transposed().unwrap();
+            assert_eq!(max_diff(&t.weight().unwrap(), &p.weight().unwrap()), 0.0);
+            packed.push(q);
+        }
+        let refs: Vec<&LoraLinear> = packed.iter().collect();
+        let fused = LoraLinear::fuse(&refs, "fused").unwrap().unwrap();
+        assert!(matches!(fused.w, Store::Packed(_)));
+        let y = fused.forward(&x).unwrap();
+        let mut off = 0;
+        for p in &parts {
+            let n = p.dims().unwrap().0;
+            let want = p.forward(&x).unwrap();
+            assert!(max_diff(&y.narrow(2, off, n).unwrap(), &want) < 1e-4);
+            off += n;
+        }
+        // 20 outputs are not whole panels: not fusable in front of another layer.
+        let refs: Vec<&LoraLinear> = vec![&packed[2], &packed[0]];
+        assert!(LoraLinear::fuse(&refs, "f").unwrap().is_none());
     }
 
     #[test]

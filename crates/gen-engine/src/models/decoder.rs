@@ -405,6 +405,13 @@ impl Decoder {
         } else {
             None
         };
+        // The head first: its load-time copies (the largest of the model) are then made while
+        // little else is resident, which keeps the peak memory of loading low.
+        let lm_head = if spec.tie_word_embeddings && !vb.contains("lm_head.weight") {
+            f.wrap(embed.clone(), None, "lm_head")?
+        } else {
+            f.linear(&vb.pp("lm_head"), spec.hidden_size, spec.vocab_size, false)?
+        };
         let rope = Rope::new(&spec.rope, spec.head_dim, path)?;
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
@@ -416,11 +423,6 @@ impl Decoder {
             spec.rms_norm_eps,
             spec.norm,
         )?;
-        let lm_head = if spec.tie_word_embeddings && !vb.contains("lm_head.weight") {
-            f.wrap(embed.clone(), None, "lm_head")?
-        } else {
-            f.linear(&vb.pp("lm_head"), spec.hidden_size, spec.vocab_size, false)?
-        };
         f.finish()?;
         let (h, i, v, l) = (
             spec.hidden_size,

@@ -1,0 +1,551 @@
+//! Pre-packed f32 weights and the matrix product of CPU inference, `y = x Wᵀ + b`.
+//!
+//! Decoding multiplies a few rows (one per sequence of the batch) by every weight matrix of the
+//! model at every step. A general GEMM (candle's, through the `gemm` crate) repacks the whole
+//! weight into its kernel layout on every call, which at 16 rows costs about as much memory
+//! traffic as the product itself. Here the weight is packed once, at load time, into panels of
+//! [`NR`] output columns: panel `p` holds `W[16p..16p+16, :]` transposed, `in × 16` contiguous
+//! and 64-byte aligned, so the kernel streams each weight byte exactly once per call and a panel
+//! row is one cache line. The input rows are packed per call (they are small) into blocks of
+//! `MR` rows laid out `k`-major, so the kernel broadcasts them from consecutive addresses.
+//!
+//! Kernels: AVX-512F (16 rows × 16 columns, 16 zmm accumulators), AVX2+FMA (6 × 16, 12 ymm),
+//! and a portable one (4 × 16) that the compiler vectorises for the build target; the widest
+//! the CPU has is picked at run time. Output panels are split across the rayon pool. The sums
+//! run in `k` order with fused multiply-adds, so results differ from another GEMM's only by
+//! rounding (~1e-6 relative).
+
+use rayon::prelude::*;
+
+/// Output columns per panel.
+pub(crate) const NR: usize = 16;
+
+/// One panel row: 16 floats, one cache line.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Line([f32; NR]);
+
+/// A weight `W` (`n × k`, `y = x Wᵀ`) packed into column panels, with an optional bias.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedLinear {
+    k: usize,
+    n: usize,
+    /// `ceil(n / 16)` panels of `k` lines; columns past `n` are zero.
+    lines: Vec<Line>,
+    /// `n` values, when the layer has a bias.
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedLinear {
+    #[cfg(test)]
+    /// Packs a weight stored transposed: `wt` is `k × n` row-major (`wt[i * n + j] = W[j][i]`).
+    pub(crate) fn from_transposed(wt: &[f32], k: usize, n: usize, bias: Option<Vec<f32>>) -> Self {
+        debug_assert_eq!(wt.len(), k * n);
+        let panels = n.div_ceil(NR);
+        let mut lines = vec![Line::default(); panels * k];
+        for (p, panel) in lines.chunks_mut(k.max(1)).enumerate().take(panels) {
+            let j0 = p * NR;
+            let w = NR.min(n - j0);
+            for (i, line) in panel.iter_mut().enumerate() {
+                line.0[..w].copy_from_slice(&wt[i * n + j0..i * n + j0 + w]);
+            }
+        }
+        Self { k, n, lines, bias }
+    }
+
+    /// Packs a weight in the checkpoint layout: `w` is `n × k` row-major.
+    pub(crate) fn from_rows(w: &[f32], n: usize, k: usize, bias: Option<Vec<f32>>) -> Self {
+        debug_assert_eq!(w.len(), n * k);
+        let panels = n.div_ceil(NR);
+        let mut lines = vec![Line::default(); panels * k];
+        lines
+            .par_chunks_mut(k.max(1))
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for c in 0..NR.min(n - p * NR) {
+                    let row = &w[(p * NR + c) * k..(p * NR + c + 1) * k];
+                    for (line, &v) in panel.iter_mut().zip(row) {
+                        line.0[c] = v;
+                    }
+                }
+            });
+        Self { k, n, lines, bias }
+    }
+
+    /// Inputs (`k`).
+    pub(crate) fn in_dim(&self) -> usize {
+        self.k
+    }
+
+    /// Outputs (`n`).
+    pub(crate) fn out_dim(&self) -> usize {
+        self.n
+    }
+
+    /// The weight back in the transposed layout, `k × n` row-major.
+    pub(crate) fn to_transposed(&self) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        let mut wt = vec![0f32; k * n];
+        for (p, panel) in self.lines.chunks(k.max(1)).enumerate() {
+            let j0 = p * NR;
+            let w = NR.min(n - j0);
+            for (i, line) in panel.iter().enumerate() {
+                wt[i * n + j0..i * n + j0 + w].copy_from_slice(&line.0[..w]);
+            }
+        }
+        wt
+    }
+
+    /// Stacks layers sharing an input along the output dimension (outputs concatenated in
+    /// order). Panels are concatenated as they are, so every part but the last needs a multiple
+    /// of 16 outputs; `None` otherwise, or if the inputs differ.
+    pub(crate) fn concat(parts: &[&PackedLinear]) -> Option<Self> {
+        let first = parts.first()?;
+        let k = first.k;
+        let last = parts.len() - 1;
+        if parts
+            .iter()
+            .enumerate()
+            .any(|(i, p)| p.k != k || (i < last && !p.n.is_multiple_of(NR)))
+        {
+            return None;
+        }
+        let n: usize = parts.iter().map(|p| p.n).sum();
+        let mut lines = Vec::with_capacity(n.div_ceil(NR) * k);
+        for p in parts {
+            lines.extend_from_slice(&p.lines);
+        }
+        let bias = if parts.iter().any(|p| p.bias.is_some()) {
+            let mut b = Vec::with_capacity(n);
+            for p in parts {
+                match &p.bias {
+                    Some(pb) => b.extend_from_slice(pb),
+                    None => b.extend(std::iter::repeat_n(0.0, p.n)),
+                }
+            }
+            Some(b)
+        } else {
+            None
+        };
+        Some(Self { k, n, lines, bias })
+    }
+
+    /// `out = x Wᵀ + b` for `m` rows of `x` (`m × k` row-major); `out` is `m × n` row-major.
+    pub(crate) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), m * self.k, "packed matmul: input size");
+        assert_eq!(out.len(), m * self.n, "packed matmul: output size");
+        if m == 0 || self.n == 0 {
+            return;
+        }
+        let isa = Isa::detect();
+        let mr = isa.mr();
+        let a = pack_rows(x, m, self.k, mr);
+        let panels = self.n.div_ceil(NR);
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let run = |range: std::ops::Range<usize>| {
+            for p in range {
+                self.panel(isa, &a, m, p, out_ptr);
+            }
+        };
+        let threads = rayon::current_num_threads();
+        // Below ~2 MFLOP a hand-off to another thread costs more than it saves.
+        let flops = 2 * m * self.k * self.n;
+        if threads <= 1 || panels < 2 || flops < (2 << 20) {
+            run(0..panels);
+        } else {
+            // A few chunks per thread, so a busy core does not hold the others up.
+            let chunks = (threads * 4).min(panels);
+            let per = panels.div_ceil(chunks);
+            (0..panels.div_ceil(per))
+                .into_par_iter()
+                .for_each(|c| run(c * per..((c + 1) * per).min(panels)));
+        }
+    }
+
+    /// All row blocks of one output panel.
+    fn panel(&self, isa: Isa, a: &[f32], m: usize, p: usize, out: OutPtr) {
+        let k = self.k;
+        let b = &self.lines[p * k..(p + 1) * k];
+        let j0 = p * NR;
+        let cols = NR.min(self.n - j0);
+        let mut bias = [0f32; NR];
+        if let Some(bs) = &self.bias {
+            bias[..cols].copy_from_slice(&bs[j0..j0 + cols]);
+        }
+        let mr = isa.mr();
+        for (blk, r0) in (0..m).step_by(mr).enumerate() {
+            let rows = mr.min(m - r0);
+            let ab = &a[blk * mr * k..(blk * mr + rows) * k];
+            let tile = Tile {
+                k,
+                a: ab,
+                b,
+                bias: &bias,
+                // SAFETY: rows r0..r0+rows, columns j0..j0+cols lie inside `out` (m × n), and
+                // each panel (column range) is written by exactly one task.
+                out: unsafe { out.0.add(r0 * self.n + j0) },
+                ldo: self.n,
+                cols,
+            };
+            isa.run(rows, &tile);
+        }
+    }
+}
+
+/// The output pointer shared by the tasks of one product; each writes its own column panels.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint column ranges of the buffer, which outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// Packs `x` (`m × k`) into blocks of `mr` rows, each `k × rows` (`k`-major); the last block
+/// holds the remaining rows only.
+fn pack_rows(x: &[f32], m: usize, k: usize, mr: usize) -> Vec<f32> {
+    let mut a = vec![0f32; m * k];
+    for r0 in (0..m).step_by(mr) {
+        let rows = mr.min(m - r0);
+        let blk = &mut a[r0 * k..(r0 + rows) * k];
+        for r in 0..rows {
+            let src = &x[(r0 + r) * k..(r0 + r + 1) * k];
+            for (i, &v) in src.iter().enumerate() {
+                blk[i * rows + r] = v;
+            }
+        }
+    }
+    a
+}
+
+/// One kernel call: `rows` (≤ MR) packed input rows times one panel, into `cols` (≤ 16)
+/// output columns at `out` (row stride `ldo`), plus the bias.
+struct Tile<'a> {
+    k: usize,
+    /// `k × rows`, `k`-major.
+    a: &'a [f32],
+    b: &'a [Line],
+    bias: &'a [f32; NR],
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+}
+
+impl Tile<'_> {
+    /// Writes one output row from 16 computed values.
+    ///
+    /// # Safety
+    /// `out + r * ldo .. + cols` must be writable.
+    #[inline(always)]
+    unsafe fn store_row(&self, r: usize, vals: &[f32; NR]) {
+        // SAFETY: per the caller.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.cols) };
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = vals[j] + self.bias[j];
+        }
+    }
+}
+
+/// The kernel family the CPU supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Self::Avx2;
+            }
+        }
+        Self::Portable
+    }
+
+    /// Rows per kernel call.
+    fn mr(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => 16,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => 6,
+            Self::Portable => 4,
+        }
+    }
+
+    fn run(self, rows: usize, t: &Tile<'_>) {
+        match self {
+            // SAFETY: the CPU has the features (detected above); the tile's pointers are valid
+            // for `rows` rows (see `PackedLinear::panel`).
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => unsafe { x86::avx512(rows, t) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { x86::avx2(rows, t) },
+            Self::Portable => portable(rows, t),
+        }
+    }
+}
+
+/// Instantiates `$kernel::<R>` for the row count (1..=`$max`).
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident, $t:expr, [$($r:literal),*]) => {
+        match $rows {
+            $($r => $kernel::<$r>($t),)*
+            _ => unreachable!("row count above the kernel's block"),
+        }
+    };
+}
+
+fn portable(rows: usize, t: &Tile<'_>) {
+    fn kernel<const R: usize>(t: &Tile<'_>) {
+        let mut acc = [[0f32; NR]; R];
+        for (i, line) in t.b.iter().enumerate().take(t.k) {
+            let a = &t.a[i * R..(i + 1) * R];
+            for (acc, &ar) in acc.iter_mut().zip(a) {
+                for (c, &b) in acc.iter_mut().zip(&line.0) {
+                    *c = ar.mul_add(b, *c);
+                }
+            }
+        }
+        for (r, vals) in acc.iter().enumerate() {
+            // SAFETY: see `Isa::run`.
+            unsafe { t.store_row(r, vals) };
+        }
+    }
+    by_rows!(rows, kernel, t, [1, 2, 3, 4])
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{NR, Tile};
+    use std::arch::x86_64::*;
+
+    /// How many panel lines ahead the kernels prefetch.
+    const PF: usize = 32;
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the tile's pointers valid for `rows` (≤ 16) rows.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512(rows: usize, t: &Tile<'_>) {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn kernel<const R: usize>(t: &Tile<'_>) {
+            let mut acc = [_mm512_setzero_ps(); R];
+            let a = t.a.as_ptr();
+            let b = t.b.as_ptr() as *const f32;
+            for i in 0..t.k {
+                // SAFETY: line `i` of the panel (aligned, 16 floats) and `R` packed inputs.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((i + PF) * NR) as *const i8);
+                    let bv = _mm512_load_ps(b.add(i * NR));
+                    let ai = a.add(i * R);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(_mm512_set1_ps(*ai.add(r)), bv, *acc);
+                    }
+                }
+            }
+            let mut vals = [0f32; NR];
+            for (r, acc) in acc.iter().enumerate() {
+                // SAFETY: `vals` holds 16 floats; the row is writable per the caller.
+                unsafe {
+                    _mm512_storeu_ps(vals.as_mut_ptr(), *acc);
+                    t.store_row(r, &vals);
+                }
+            }
+        }
+        // SAFETY: per the caller.
+        unsafe {
+            by_rows!(
+                rows,
+                kernel,
+                t,
+                [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+            )
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the tile's pointers valid for `rows` (≤ 6) rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(rows: usize, t: &Tile<'_>) {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn kernel<const R: usize>(t: &Tile<'_>) {
+            let mut lo = [_mm256_setzero_ps(); R];
+            let mut hi = [_mm256_setzero_ps(); R];
+            let a = t.a.as_ptr();
+            let b = t.b.as_ptr() as *const f32;
+            for i in 0..t.k {
+                // SAFETY: line `i` of the panel (aligned, 16 floats) and `R` packed inputs.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((i + PF) * NR) as *const i8);
+                    let b0 = _mm256_load_ps(b.add(i * NR));
+                    let b1 = _mm256_load_ps(b.add(i * NR + 8));
+                    let ai = a.add(i * R);
+                    for r in 0..R {
+                        let av = _mm256_broadcast_ss(&*ai.add(r));
+                        lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+                        hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
+                    }
+                }
+            }
+            let mut vals = [0f32; NR];
+            for r in 0..R {
+                // SAFETY: `vals` holds 16 floats; the row is writable per the caller.
+                unsafe {
+                    _mm256_storeu_ps(vals.as_mut_ptr(), lo[r]);
+                    _mm256_storeu_ps(vals.as_mut_ptr().add(8), hi[r]);
+                    t.store_row(r, &vals);
+                }
+            }
+        }
+        // SAFETY: per the caller.
+        unsafe { by_rows!(rows, kernel, t, [1, 2, 3, 4, 5, 6]) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(
+        x: &[f32],
+        m: usize,
+        wt: &[f32],
+        k: usize,
+        n: usize,
+        b: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let mut y = vec![0f64; m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let mut s = b.map(|b| b[j] as f64).unwrap_or(0.0);
+                for i in 0..k {
+                    s += x[r * k + i] as f64 * wt[i * n + j] as f64;
+                }
+                y[r * n + j] = s;
+            }
+        }
+        y.into_iter().map(|v| v as f32).collect()
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn check(isa: Isa, m: usize, k: usize, n: usize, bias: bool) {
+        let wt = values(k * n, 1);
+        let x = values(m * k, 2);
+        let b = bias.then(|| values(n, 3));
+        let p = PackedLinear::from_transposed(&wt, k, n, b.clone());
+        let a = pack_rows(&x, m, k, isa.mr());
+        let mut out = vec![f32::NAN; m * n];
+        let ptr = OutPtr(out.as_mut_ptr());
+        for panel in 0..n.div_ceil(NR) {
+            p.panel(isa, &a, m, panel, ptr);
+        }
+        let want = reference(&x, m, &wt, k, n, b.as_deref());
+        for (i, (g, w)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{isa:?} m{m} k{k} n{n} at {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                v.push(Isa::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_kernel_matches_a_plain_product_for_ragged_shapes() {
+        for isa in isas() {
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (3, 5, 17),
+                (7, 33, 40),
+                (16, 24, 16),
+                (17, 9, 31),
+                (40, 64, 48),
+            ] {
+                check(isa, m, k, n, false);
+                check(isa, m, k, n, true);
+            }
+        }
+    }
+
+    #[test]
+    fn threaded_product_and_layout_round_trip() {
+        let (m, k, n) = (20, 96, 4000);
+        let wt = values(k * n, 4);
+        let x = values(m * k, 5);
+        let p = PackedLinear::from_transposed(&wt, k, n, None);
+        assert_eq!(p.to_transposed(), wt);
+        let mut rows = vec![0f32; n * k];
+        for i in 0..k {
+            for j in 0..n {
+                rows[j * k + i] = wt[i * n + j];
+            }
+        }
+        assert_eq!(
+            PackedLinear::from_rows(&rows, n, k, None).to_transposed(),
+            wt
+        );
+        let mut out = vec![0f32; m * n];
+        p.matmul(&x, m, &mut out);
+        let want = reference(&x, m, &wt, k, n, None);
+        for (g, w) in out.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()));
+        }
+    }
+
+    #[test]
+    fn concatenated_layers_give_concatenated_outputs() {
+        let k = 12;
+        let (wa, wb) = (values(k * 32, 6), values(k * 20, 7));
+        let a = PackedLinear::from_transposed(&wa, k, 32, Some(values(32, 8)));
+        let b = PackedLinear::from_transposed(&wb, k, 20, None);
+        assert!(
+            PackedLinear::concat(&[&b, &a]).is_none(),
+            "20 outputs are not whole panels"
+        );
+        let ab = PackedLinear::concat(&[&a, &b]).unwrap();
+        let x = values(3 * k, 9);
+        let (mut ya, mut yb, mut y) = (vec![0f32; 96], vec![0f32; 60], vec![0f32; 156]);
+        a.matmul(&x, 3, &mut ya);
+        b.matmul(&x, 3, &mut yb);
+        ab.matmul(&x, 3, &mut y);
+        for r in 0..3 {
+            assert_eq!(&y[r * 52..r * 52 + 32], &ya[r * 32..(r + 1) * 32]);
+            assert_eq!(&y[r * 52 + 32..(r + 1) * 52], &yb[r * 20..(r + 1) * 20]);
+        }
+    }
+}
