@@ -15,7 +15,7 @@ use crate::study::{Dtype, Location, Model, ModelSource, Study, Template, TooLong
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-pub use crate::records::{GenerationLine, ScoredLine};
+pub use crate::records::{GenerationLine, GenerationRecord, ScoredRecord};
 
 /// A testing aid: `TOXDRIFT_TEST_STALL_MS=N` makes every append (and every training step) pause
 /// for N milliseconds afterwards, so a test can kill the process in the middle of a stage.
@@ -155,35 +155,14 @@ pub fn run_generate(
         );
         pb.set_position((prompts.len() - todo) as u64);
         pb.reset_eta();
-        for chunk in prompts.chunks(g.batch_size * GEN_CHUNK_BATCHES) {
-            let pending: Vec<&toxprompts::PromptRecord> =
-                chunk.iter().filter(|p| !out.contains(&p.id)).collect();
-            if pending.is_empty() {
-                continue;
-            }
-            let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
-            let gens = generator.generate_with_progress(&texts, &mut |n| pb.inc(n as u64))?;
-            let records: Vec<(String, GenerationLine)> = pending
-                .iter()
-                .zip(gens)
-                .map(|(p, g)| {
-                    (
-                        p.id.clone(),
-                        GenerationLine {
-                            id: p.id.clone(),
-                            subset: p.subset.clone(),
-                            model: model.name.clone(),
-                            prompt: p.text.clone(),
-                            completion: g.text,
-                            completion_token_ids: g.token_ids,
-                            finish_reason: g.finish_reason.as_str().to_string(),
-                        },
-                    )
-                })
-                .collect();
-            out.append_batch(&records)?;
-            test_stall();
-        }
+        generate_into(
+            &generator,
+            &prompts,
+            &model.name,
+            &mut out,
+            g.batch_size * GEN_CHUNK_BATCHES,
+            &mut |n| pb.inc(n as u64),
+        )?;
         pb.finish_and_clear();
     }
     Ok(json!({ "file": GENERATIONS_FILE, "records": out.len() }))
@@ -198,10 +177,11 @@ pub fn run_score(
     progress: bool,
 ) -> Result<Value> {
     let gens_path = gen_unit.dir.join(GENERATIONS_FILE);
-    let gens = crate::records::read_generations(&gens_path)?
-        .iter()
-        .map(|g| g.to_line(&gens_path))
-        .collect::<Result<Vec<GenerationLine>>>()?;
+    let gens = crate::records::read_generations(&gens_path)?;
+    // The study's own generations must be complete records, not just `id` + `completion`.
+    for g in &gens {
+        g.to_line(&gens_path)?;
+    }
     let path = unit.dir.join(SCORES_FILE);
     let mut out = ResumableJsonl::open(&path, "id")?;
     let todo = gens.iter().filter(|g| !out.contains(&g.id)).count();
@@ -217,35 +197,104 @@ pub fn run_score(
         let pb = progress_bar(progress, gens.len() as u64, format!("score {}", model.name));
         pb.set_position((gens.len() - todo) as u64);
         pb.reset_eta();
-        for chunk in gens.chunks(c.batch_size * SCORE_CHUNK_BATCHES) {
-            let pending: Vec<&GenerationLine> =
-                chunk.iter().filter(|g| !out.contains(&g.id)).collect();
-            if pending.is_empty() {
-                continue;
-            }
-            let texts: Vec<&str> = pending.iter().map(|g| g.completion.as_str()).collect();
-            let scores = clf.score(&texts)?;
-            let records: Vec<(String, ScoredLine)> = pending
-                .iter()
-                .zip(scores)
-                .map(|(g, s)| {
-                    (
-                        g.id.clone(),
-                        ScoredLine {
-                            generation: (*g).clone(),
-                            score: s,
-                            toxic: clf.is_toxic(s),
-                        },
-                    )
-                })
-                .collect();
-            out.append_batch(&records)?;
-            pb.inc(pending.len() as u64);
-            test_stall();
-        }
+        score_into(
+            &clf,
+            &gens,
+            &mut out,
+            c.batch_size * SCORE_CHUNK_BATCHES,
+            &mut |n| pb.inc(n as u64),
+        )?;
         pb.finish_and_clear();
     }
     Ok(json!({ "file": SCORES_FILE, "records": out.len() }))
+}
+
+/// Generates a continuation for every prompt not yet in `out` and appends the records
+/// ([`GenerationLine`], labelled `model`), `chunk` prompts at a time in the prompts' order, one
+/// append + fsync per chunk; `progress(n)` after each batch of `n` prompts. What the study's
+/// generate units and `toxdrift generate` both run. Returns the number of records appended.
+pub fn generate_into(
+    generator: &gen_engine::Generator<'_>,
+    prompts: &[toxprompts::PromptRecord],
+    model: &str,
+    out: &mut ResumableJsonl,
+    chunk: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<usize> {
+    let mut appended = 0;
+    for chunk in prompts.chunks(chunk.max(1)) {
+        let pending: Vec<&toxprompts::PromptRecord> =
+            chunk.iter().filter(|p| !out.contains(&p.id)).collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+        let gens = generator.generate_with_progress(&texts, progress)?;
+        let records: Vec<(String, GenerationLine)> = pending
+            .iter()
+            .zip(gens)
+            .map(|(p, g)| {
+                (
+                    p.id.clone(),
+                    GenerationLine {
+                        id: p.id.clone(),
+                        subset: p.subset.clone(),
+                        model: model.to_string(),
+                        prompt: p.text.clone(),
+                        completion: g.text,
+                        completion_token_ids: g.token_ids,
+                        finish_reason: g.finish_reason.as_str().to_string(),
+                    },
+                )
+            })
+            .collect();
+        out.append_batch(&records)?;
+        appended += records.len();
+        test_stall();
+    }
+    Ok(appended)
+}
+
+/// Scores the continuation of every generation not yet in `out` and appends the records — each
+/// generation's fields plus `score` and `toxic` ([`ScoredRecord`]) — `chunk` texts at a time in
+/// the file's order, one append + fsync per chunk; `progress(n)` after each chunk. What the
+/// study's score units and `toxdrift score` both run. Returns the number of records appended.
+pub fn score_into(
+    classifier: &hate_classifier::HateClassifier,
+    generations: &[GenerationRecord],
+    out: &mut ResumableJsonl,
+    chunk: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<usize> {
+    let mut appended = 0;
+    for chunk in generations.chunks(chunk.max(1)) {
+        let pending: Vec<&GenerationRecord> =
+            chunk.iter().filter(|g| !out.contains(&g.id)).collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let texts: Vec<&str> = pending.iter().map(|g| g.completion.as_str()).collect();
+        let scores = classifier.score(&texts)?;
+        let records: Vec<(String, ScoredRecord<'_>)> = pending
+            .iter()
+            .zip(scores)
+            .map(|(g, score)| {
+                (
+                    g.id.clone(),
+                    ScoredRecord {
+                        fields: &g.fields,
+                        score,
+                        toxic: classifier.is_toxic(score),
+                    },
+                )
+            })
+            .collect();
+        out.append_batch(&records)?;
+        appended += records.len();
+        progress(pending.len());
+        test_stall();
+    }
+    Ok(appended)
 }
 
 /// The target modules of the paper's recipe for a checkpoint, by its `architectures[0]`.

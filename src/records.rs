@@ -28,17 +28,48 @@ pub struct GenerationLine {
     pub finish_reason: String,
 }
 
-/// One line of a scores file as the study runner writes it: the generation plus `score` and
-/// `toxic`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScoredLine {
-    /// The generation.
-    #[serde(flatten)]
-    pub generation: GenerationLine,
+/// The keys of a generations record (design.md §3), in the order they are written.
+pub const GENERATION_KEYS: [&str; 7] = [
+    "id",
+    "subset",
+    "model",
+    "prompt",
+    "completion",
+    "completion_token_ids",
+    "finish_reason",
+];
+
+/// One line of a scores file as written: a generation record's fields — the design's keys first,
+/// in [`GENERATION_KEYS`] order, then any others a user's file carried, in key order — plus
+/// `score` (the f32 in its shortest decimal form) and `toxic`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredRecord<'a> {
+    /// The generation record's fields.
+    pub fields: &'a Map<String, Value>,
     /// The classifier's probability of the toxic label.
     pub score: f32,
     /// `score >= threshold`.
     pub toxic: bool,
+}
+
+impl Serialize for ScoredRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for k in GENERATION_KEYS {
+            if let Some(v) = self.fields.get(k) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        for (k, v) in self.fields {
+            if !GENERATION_KEYS.contains(&k.as_str()) && k != "score" && k != "toxic" {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry("score", &self.score)?;
+        m.serialize_entry("toxic", &self.toxic)?;
+        m.end()
+    }
 }
 
 /// One record of a generations file as read: the two fields the scorer needs, every field in
@@ -230,6 +261,23 @@ pub fn read_scores(path: &Path) -> Result<Vec<ScoreLine>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scored_records_put_the_design_keys_first_and_keep_extra_fields() {
+        let fields: Map<String, Value> = serde_json::from_str(
+            r#"{"zeta": 1, "completion": "c", "id": "a", "alpha": [true], "subset": "random"}"#,
+        )
+        .unwrap();
+        let rec = ScoredRecord {
+            fields: &fields,
+            score: 0.1,
+            toxic: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&rec).unwrap(),
+            r#"{"id":"a","subset":"random","completion":"c","alpha":[true],"zeta":1,"score":0.1,"toxic":false}"#
+        );
+    }
 
     #[test]
     fn reads_records_and_names_file_and_line_on_bad_ones() {

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use gen_engine::{
     DTypeChoice, GenerateParams, Generator, LoadOptions, ModelSource, TruncationPolicy,
 };
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use toxdrift::error::{Error, Result};
 use toxdrift::io::ResumableJsonl;
+use toxdrift::model_stages::generate_into;
+use toxdrift::runner::progress_bar;
 
 /// Generate continuations for every prompt (greedy, left-padded batches, as the study ran it).
 #[derive(Debug, clap::Args)]
@@ -23,7 +23,8 @@ pub struct Args {
     /// Keep the adapter as a separate low-rank path instead of merging it into the weights.
     #[arg(long)]
     pub no_merge: bool,
-    /// Prompts JSONL (`{"id", "subset", "text", "source"}` per line).
+    /// Prompts JSONL (`{"id", "subset", "text", "source"}` per line; `subset` defaults to
+    /// `custom`).
     #[arg(long)]
     pub prompts: PathBuf,
     /// Output generations JSONL; an existing file is resumed (ids already present are skipped).
@@ -52,62 +53,18 @@ pub struct Args {
     pub model_name: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Record<'a> {
-    id: &'a str,
-    subset: &'a str,
-    model: &'a str,
-    prompt: &'a str,
-    completion: String,
-    completion_token_ids: Vec<u32>,
-    finish_reason: &'static str,
-}
-
-struct Prompt {
-    id: String,
-    subset: String,
-    text: String,
-}
-
-fn read_prompts(path: &PathBuf) -> Result<Vec<Prompt>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| Error::BadInput(format!("{}: invalid JSON: {e}", at())))?;
-        let field = |k: &str| -> Result<String> {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .map(String::from)
-                .ok_or_else(|| Error::BadInput(format!("{}: missing string field `{k}`", at())))
-        };
-        let id = field("id")?;
-        if !seen.insert(id.clone()) {
-            return Err(Error::BadInput(format!("{}: duplicate id `{id}`", at())));
-        }
-        out.push(Prompt {
-            id,
-            subset: field("subset")?,
-            text: field("text")?,
-        });
-    }
-    Ok(out)
-}
+/// Prompts per append (and fsync): a kill loses at most this many batches of work.
+const CHUNK_BATCHES: usize = 4;
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<()> {
-    let prompts = read_prompts(&args.prompts)?;
+    let prompts = toxprompts::read_prompts(&args.prompts, toxprompts::OnBadRecord::Fail)?.records;
     if prompts.is_empty() {
         return Err(Error::from(gen_engine::Error::EmptyPrompts));
     }
     let mut out = ResumableJsonl::open(&args.out, "id")?;
-    let todo: Vec<&Prompt> = prompts.iter().filter(|p| !out.contains(&p.id)).collect();
-    if todo.is_empty() {
+    let todo = prompts.iter().filter(|p| !out.contains(&p.id)).count();
+    if todo == 0 {
         eprintln!(
             "{}: all {} prompts already generated",
             args.out.display(),
@@ -147,15 +104,11 @@ pub fn run(args: Args) -> Result<()> {
         &loaded.eos_token_ids,
         params,
     )?;
-    let texts: Vec<&str> = todo.iter().map(|p| p.text.as_str()).collect();
-    let encoded = generator.encode(&texts)?;
-    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
-    let bar = ProgressBar::new(todo.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} prompts, {per_sec}, ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        true,
+        prompts.len() as u64,
+        format!("generate {model_label}"),
     );
-    bar.set_message(format!("generate {model_label}"));
     if !out.is_empty() {
         bar.println(format!(
             "resuming: {} records already in {}",
@@ -163,31 +116,16 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         ));
     }
-    for batch in generator.plan_batches(&lengths) {
-        let ids: Vec<Vec<u32>> = batch.iter().map(|&i| encoded[i].clone()).collect();
-        let gens = generator.generate_batch(&ids)?;
-        let records: Vec<(String, Record<'_>)> = batch
-            .iter()
-            .zip(gens)
-            .map(|(&i, g)| {
-                let p = todo[i];
-                (
-                    p.id.clone(),
-                    Record {
-                        id: &p.id,
-                        subset: &p.subset,
-                        model: &model_label,
-                        prompt: &p.text,
-                        completion: g.text,
-                        completion_token_ids: g.token_ids,
-                        finish_reason: g.finish_reason.as_str(),
-                    },
-                )
-            })
-            .collect();
-        out.append_batch(&records)?;
-        bar.inc(batch.len() as u64);
-    }
+    bar.set_position((prompts.len() - todo) as u64);
+    bar.reset_eta();
+    generate_into(
+        &generator,
+        &prompts,
+        &model_label,
+        &mut out,
+        args.batch_size.max(1) * CHUNK_BATCHES,
+        &mut |n| bar.inc(n as u64),
+    )?;
     bar.finish();
     Ok(())
 }

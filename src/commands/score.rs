@@ -5,12 +5,13 @@
 
 use std::path::PathBuf;
 
-use hate_classifier::{Device, HateClassifier};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Map, Value};
-use toxdrift::error::{Error, Result};
+use hate_classifier::HateClassifier;
+use toxdrift::error::Result;
+use toxdrift::gen_engine;
 use toxdrift::io::ResumableJsonl;
-use toxdrift::records::{GenerationRecord, read_generations};
+use toxdrift::model_stages::score_into;
+use toxdrift::records::read_generations;
+use toxdrift::runner::progress_bar;
 
 /// Score the continuations of a generations file with the RoBERTa hate-speech classifier.
 #[derive(Debug, clap::Args)]
@@ -38,24 +39,6 @@ pub struct Args {
     pub device: String,
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
-    let bad = || {
-        Error::BadInput(format!(
-            "--device `{spec}`: expected `cpu`, `cuda` or `cuda:N`"
-        ))
-    };
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), |n| n.parse().map_err(|_| bad()))?;
-            Device::new_cuda(n).map_err(|e| Error::BadInput(format!("--device {spec}: {e}")))
-        }
-        _ => Err(bad()),
-    }
-}
-
 /// Records appended (and fsynced) at a time: a kill loses at most this many scores.
 const CHUNK: usize = 256;
 
@@ -63,8 +46,8 @@ const CHUNK: usize = 256;
 pub fn run(args: Args) -> Result<()> {
     let gens = read_generations(&args.input)?;
     let mut out = ResumableJsonl::open(&args.out, "id")?;
-    let todo: Vec<&GenerationRecord> = gens.iter().filter(|g| !out.contains(&g.id)).collect();
-    if todo.is_empty() {
+    let todo = gens.iter().filter(|g| !out.contains(&g.id)).count();
+    if todo == 0 {
         eprintln!(
             "{}: all {} records already scored",
             args.out.display(),
@@ -76,14 +59,13 @@ pub fn run(args: Args) -> Result<()> {
         .label(args.label.clone())
         .threshold(args.threshold)
         .batch_size(args.batch_size)
-        .device(parse_device(&args.device)?)
+        .device(gen_engine::parse_device(&args.device)?)
         .load(&args.classifier)?;
-    let bar = ProgressBar::new(todo.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} texts, {per_sec}, ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        true,
+        gens.len() as u64,
+        format!("score {}", args.input.display()),
     );
-    bar.set_message(format!("score {}", args.input.display()));
     if !out.is_empty() {
         bar.println(format!(
             "resuming: {} records already in {}",
@@ -91,25 +73,9 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         ));
     }
-    for chunk in todo.chunks(CHUNK) {
-        let texts: Vec<&str> = chunk.iter().map(|g| g.completion.as_str()).collect();
-        let scores = clf.score(&texts)?;
-        let records: Vec<(String, Map<String, Value>)> = chunk
-            .iter()
-            .zip(scores)
-            .map(|(g, s)| {
-                let mut rec = g.fields.clone();
-                // The f32's shortest decimal form (as the runner's typed records write it), not
-                // its f64 widening (0.1f32 would otherwise print as 0.10000000149011612).
-                let short = s.to_string().parse::<f64>().unwrap_or(f64::from(s));
-                rec.insert("score".into(), Value::from(short));
-                rec.insert("toxic".into(), Value::Bool(clf.is_toxic(s)));
-                (g.id.clone(), rec)
-            })
-            .collect();
-        out.append_batch(&records)?;
-        bar.inc(chunk.len() as u64);
-    }
+    bar.set_position((gens.len() - todo) as u64);
+    bar.reset_eta();
+    score_into(&clf, &gens, &mut out, CHUNK, &mut |n| bar.inc(n as u64))?;
     bar.finish();
     Ok(())
 }
