@@ -44,7 +44,6 @@ pub mod error;
 pub mod lora;
 pub mod models;
 mod ops;
-mod packed;
 mod rope;
 pub mod weights;
 

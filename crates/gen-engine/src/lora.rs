@@ -15,9 +15,9 @@
 //! Base weights are plain tensors (never `Var`s), so gradients flow only into the LoRA weights.
 
 use crate::error::{Error, Result};
-use crate::packed::PackedLinear;
 use crate::weights::{Checkpoint, Weights};
 use candle_core::{DType, Tensor, Var};
+use packed_matmul::PackedLinear;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -525,7 +525,7 @@ enum Store {
     /// (an output head) are split into contiguous column blocks, whose products candle's gemm
     /// runs several times faster than one wide one. Differentiable (training, any dtype/device).
     Cols(Vec<Tensor>),
-    /// Packed once into column panels for the f32 CPU kernel of [`crate::packed`], bias
+    /// Packed once into column panels for the f32 CPU kernel of [`packed_matmul`], bias
     /// included: inference only.
     Packed(Arc<PackedLinear>),
 }
@@ -603,7 +603,10 @@ impl LoraLinear {
         let (storage, layout) = w.storage_and_layout();
         let packed = match (&*storage, layout.contiguous_offsets()) {
             (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
-                PackedLinear::from_rows(&v[a..b], n, k, bias)
+                PackedLinear::from_rows(&v[a..b], n, k, bias).map_err(|e| Error::InvalidParam {
+                    name: "weight",
+                    msg: format!("{}: {e}", self.name),
+                })?
             }
             _ => {
                 return Err(Error::InvalidParam {
@@ -812,7 +815,9 @@ impl candle_core::CustomOp1 for PackedProduct<'_> {
         };
         let n = self.0.out_dim();
         let mut out = vec![0f32; m * n];
-        self.0.matmul(x, m, &mut out);
+        self.0
+            .matmul(x, m, &mut out)
+            .map_err(|e| candle_core::Error::Msg(format!("packed-linear: {e}")))?;
         Ok((candle_core::CpuStorage::F32(out), (m, n).into()))
     }
 }

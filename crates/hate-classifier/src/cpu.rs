@@ -5,10 +5,11 @@
 //!   padding at all; every linear layer is one large matmul over the real tokens only, and
 //!   attention runs block-diagonally, one (text, head) block at a time, reading the fused QKV
 //!   matrix in place through strides (no transposes, no copies).
-//! - **Matmuls** go straight to the `gemm` crate (the one candle uses; the workspace enables its
-//!   AVX-512 kernels), with the weights pre-transposed to `(in, out)` at load time, the three
-//!   attention projections fused into one `(hidden, 3 hidden)` matrix, and the bias written into
-//!   the destination before the product accumulates onto it.
+//! - **Linear layers** run [`packed_matmul`]'s kernel on weights packed once at load time (the
+//!   three attention projections fused into one `hidden → 3 hidden` layer, the bias added as the
+//!   results are stored): no per-call repacking of the weight, which a general GEMM does and
+//!   which dominates short inputs. The attention products (activations × activations) go
+//!   straight to the `gemm` crate (the one candle uses; the workspace enables its AVX-512 kernels).
 //! - **Element-wise work** (bias + exact GELU, residual + LayerNorm, softmax) is fused and split
 //!   over the rayon pool, with vectorisable `exp`/`erf` polynomials (Cephes `expf`, Abramowitz &
 //!   Stegun 7.1.26 `erf`, |error| < 1.5e-7) compiled for AVX2/AVX-512 and picked at run time.
@@ -20,30 +21,29 @@ use crate::error::{Error, Result};
 use crate::model::{Weights, position_ids};
 use candle_core::{DType, Tensor};
 use gemm::{Parallelism, gemm};
+use packed_matmul::PackedLinear;
 use rayon::prelude::*;
 
-/// A linear layer stored for `y = x · W^T + b` as `wt = W^T`, row-major `(in, out)`.
-struct Dense {
-    wt: Vec<f32>,
-    b: Vec<f32>,
-    n_in: usize,
-    n_out: usize,
-}
+/// A linear layer `y = x · W^T + b`, its weight packed once for the f32 kernel of
+/// [`packed_matmul`].
+struct Dense(PackedLinear);
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 impl Dense {
+    /// Layers sharing an input, fused: weights stacked along the outputs.
     fn from_parts(ws: &[Tensor], bs: &[Tensor]) -> Result<Self> {
         let w = Tensor::cat(ws, 0)?; // (out, in)
         let (n_out, n_in) = w.dims2()?;
-        Ok(Dense {
-            wt: to_vec(&w.t()?.contiguous()?)?,
-            b: to_vec(&Tensor::cat(bs, 0)?)?,
-            n_in,
+        let bias = to_vec(&Tensor::cat(bs, 0)?)?;
+        Ok(Dense(PackedLinear::from_rows(
+            &to_vec(&w)?,
             n_out,
-        })
+            n_in,
+            Some(bias),
+        )?))
     }
 
     fn load(w: &Weights, n_out: usize, n_in: usize) -> Result<Self> {
@@ -51,48 +51,13 @@ impl Dense {
         Dense::from_parts(&[wt], &[b])
     }
 
+    fn n_out(&self) -> usize {
+        self.0.out_dim()
+    }
+
     /// `out (rows, n_out) = x (rows, n_in) · W^T + b`.
-    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        let (k, n) = (self.n_in, self.n_out);
-        debug_assert!(x.len() >= rows * k && out.len() >= rows * n);
-        if rows == 0 {
-            return;
-        }
-        let out = &mut out[..rows * n];
-        out.par_chunks_mut(n)
-            .for_each(|r| r.copy_from_slice(&self.b));
-        let threads = rayon::current_num_threads();
-        let par = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        // SAFETY: x is (rows, k) row-major, wt is (k, n) row-major and out is (rows, n)
-        // row-major, all within bounds (checked above); gemm reads dst (the bias) because
-        // read_dst is true and computes out = 1·out + 1·x·wt.
-        unsafe {
-            gemm(
-                rows,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                self.wt.as_ptr(),
-                1,
-                n as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                par,
-            )
-        }
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) -> Result<()> {
+        Ok(self.0.matmul(x, rows, out)?)
     }
 }
 
@@ -266,13 +231,13 @@ impl CpuModel {
         let mut tmp = vec![0f32; total * h];
         let mut inter = vec![0f32; total * self.inter];
         for layer in &self.layers {
-            layer.qkv.forward(&x, total, &mut qkv);
+            layer.qkv.forward(&x, total, &mut qkv)?;
             self.attention(&qkv, &mut ctx, &spans);
-            layer.attn_out.forward(&ctx, total, &mut tmp);
+            layer.attn_out.forward(&ctx, total, &mut tmp)?;
             layer.attn_norm.add_apply(&mut x, &tmp, h);
-            layer.up.forward(&x, total, &mut inter);
+            layer.up.forward(&x, total, &mut inter)?;
             inter.par_chunks_mut(8192).for_each(gelu);
-            layer.down.forward(&inter, total, &mut tmp);
+            layer.down.forward(&inter, total, &mut tmp)?;
             layer.out_norm.add_apply(&mut x, &tmp, h);
         }
 
@@ -283,10 +248,10 @@ impl CpuModel {
             cls[r * h..(r + 1) * h].copy_from_slice(&x[off * h..(off + 1) * h]);
         }
         let mut pooled = vec![0f32; n * h];
-        self.dense.forward(&cls, n, &mut pooled);
+        self.dense.forward(&cls, n, &mut pooled)?;
         pooled.iter_mut().for_each(|v| *v = v.tanh());
-        let mut logits = vec![0f32; n * self.out_proj.n_out];
-        self.out_proj.forward(&pooled, n, &mut logits);
+        let mut logits = vec![0f32; n * self.out_proj.n_out()];
+        self.out_proj.forward(&pooled, n, &mut logits)?;
         Ok((pooled, logits))
     }
 

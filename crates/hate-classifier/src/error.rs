@@ -96,6 +96,10 @@ pub enum Error {
     /// A tensor operation failed (a bug or an unsupported device), not the user's input.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// The CPU linear-layer kernel was handed buffers of the wrong size (a bug, not the user's
+    /// input).
+    #[error("CPU linear layer: {0}")]
+    Kernel(#[from] packed_matmul::Error),
 }
 
 impl Error {
@@ -105,7 +109,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             Error::Hub(e) => e.is_bad_input(),
-            Error::Candle(_) => false,
+            Error::Candle(_) | Error::Kernel(_) => false,
             _ => true,
         }
     }

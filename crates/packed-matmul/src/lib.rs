@@ -1,33 +1,79 @@
-//! Pre-packed f32 weights and the matrix product of CPU inference, `y = x Wᵀ + b`.
+//! `packed-matmul`: pre-packed f32 weights and the matrix product of CPU inference,
+//! `y = x Wᵀ + b`, for the few-row products of batched decoding and short classifier inputs.
 //!
-//! Decoding multiplies a few rows (one per sequence of the batch) by every weight matrix of the
-//! model at every step. A general GEMM (candle's, through the `gemm` crate) repacks the whole
-//! weight into its kernel layout on every call, which at 16 rows costs about as much memory
-//! traffic as the product itself. Here the weight is packed once, at load time, into panels of
-//! [`NR`] output columns: panel `p` holds `W[16p..16p+16, :]` transposed, `in × 16` contiguous
-//! and 64-byte aligned, so the kernel streams each weight byte exactly once per call and a panel
-//! row is one cache line. The input rows are packed per call (they are small) into blocks of
-//! `MR` rows laid out `k`-major, so the kernel broadcasts them from consecutive addresses.
+//! A general GEMM (candle's CPU matmul, through the `gemm` crate) repacks the whole weight into
+//! its kernel layout on every call; at 16 rows that costs about as much memory traffic as the
+//! product itself. A [`PackedLinear`] packs the weight once, at load time, into panels of
+//! [`NR`] output columns — panel `p` holds `W[16p..16p+16, :]` transposed, `in × 16` contiguous
+//! and 64-byte aligned — so each call streams every weight byte once and a panel row is one
+//! cache line. Input rows are packed per call (they are small) into blocks laid out `k`-major,
+//! so the kernel broadcasts them from consecutive addresses.
 //!
 //! Kernels: AVX-512F (16 rows × 16 columns, 16 zmm accumulators), AVX2+FMA (6 × 16, 12 ymm),
-//! and a portable one (4 × 16) that the compiler vectorises for the build target; the widest
-//! the CPU has is picked at run time. Output panels are split across the rayon pool. The sums
-//! run in `k` order with fused multiply-adds, so results differ from another GEMM's only by
-//! rounding (~1e-6 relative).
+//! and a portable one (4 × 16) that the compiler vectorises for the build target; the widest the
+//! CPU has is picked at run time. They prefetch the weight 2 KiB ahead (decoding is bound by
+//! memory bandwidth: the weights stream from DRAM at every step). Output panels are split over
+//! the rayon pool. Sums run in `k` order with fused multiply-adds, so results differ from
+//! another GEMM's by rounding only (~1e-6 relative).
+//!
+//! ```
+//! use packed_matmul::PackedLinear;
+//! // W is 3 outputs × 2 inputs, row-major as in a checkpoint; bias per output.
+//! let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+//! let layer = PackedLinear::from_rows(&w, 3, 2, Some(vec![0.5, 0.0, -0.5]))?;
+//! let x = [1.0, 1.0, 0.0, 2.0]; // 2 rows × 2 inputs
+//! let mut y = [0.0; 6];
+//! layer.matmul(&x, 2, &mut y)?;
+//! assert_eq!(y, [3.5, 7.0, 10.5, 4.5, 8.0, 11.5]);
+//! # Ok::<(), packed_matmul::Error>(())
+//! ```
+#![deny(missing_docs)]
 
 use rayon::prelude::*;
 
+/// What can go wrong: buffers whose sizes disagree with the layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer's length is not what the shapes say.
+    #[error("{what}: {found} values, expected {expected}")]
+    Size {
+        /// Which buffer (`weight`, `bias`, `input`, `output`).
+        what: &'static str,
+        /// Its length.
+        found: usize,
+        /// The length the shapes imply.
+        expected: usize,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn check(what: &'static str, found: usize, expected: usize) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::Size {
+            what,
+            found,
+            expected,
+        })
+    }
+}
+
 /// Output columns per panel.
-pub(crate) const NR: usize = 16;
+pub const NR: usize = 16;
 
 /// One panel row: 16 floats, one cache line.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 struct Line([f32; NR]);
 
-/// A weight `W` (`n × k`, `y = x Wᵀ`) packed into column panels, with an optional bias.
+/// A linear layer's weight `W` (`n` outputs × `k` inputs, `y = x Wᵀ + b`) packed into column
+/// panels, with an optional bias. Immutable and `Send + Sync`: share it between threads.
 #[derive(Debug, Clone)]
-pub(crate) struct PackedLinear {
+pub struct PackedLinear {
     k: usize,
     n: usize,
     /// `ceil(n / 16)` panels of `k` lines; columns past `n` are zero.
@@ -37,10 +83,13 @@ pub(crate) struct PackedLinear {
 }
 
 impl PackedLinear {
-    #[cfg(test)]
-    /// Packs a weight stored transposed: `wt` is `k × n` row-major (`wt[i * n + j] = W[j][i]`).
-    pub(crate) fn from_transposed(wt: &[f32], k: usize, n: usize, bias: Option<Vec<f32>>) -> Self {
-        debug_assert_eq!(wt.len(), k * n);
+    /// Packs a weight stored transposed: `wt` is `k × n` row-major (`wt[i * n + j] = W[j][i]`);
+    /// `bias`, when given, has `n` values.
+    pub fn from_transposed(wt: &[f32], k: usize, n: usize, bias: Option<Vec<f32>>) -> Result<Self> {
+        check("weight", wt.len(), k * n)?;
+        if let Some(b) = &bias {
+            check("bias", b.len(), n)?;
+        }
         let panels = n.div_ceil(NR);
         let mut lines = vec![Line::default(); panels * k];
         for (p, panel) in lines.chunks_mut(k.max(1)).enumerate().take(panels) {
@@ -50,12 +99,16 @@ impl PackedLinear {
                 line.0[..w].copy_from_slice(&wt[i * n + j0..i * n + j0 + w]);
             }
         }
-        Self { k, n, lines, bias }
+        Ok(Self { k, n, lines, bias })
     }
 
-    /// Packs a weight in the checkpoint layout: `w` is `n × k` row-major.
-    pub(crate) fn from_rows(w: &[f32], n: usize, k: usize, bias: Option<Vec<f32>>) -> Self {
-        debug_assert_eq!(w.len(), n * k);
+    /// Packs a weight in the checkpoint layout: `w` is `n × k` row-major; `bias`, when given,
+    /// has `n` values. Panels are packed in parallel.
+    pub fn from_rows(w: &[f32], n: usize, k: usize, bias: Option<Vec<f32>>) -> Result<Self> {
+        check("weight", w.len(), n * k)?;
+        if let Some(b) = &bias {
+            check("bias", b.len(), n)?;
+        }
         let panels = n.div_ceil(NR);
         let mut lines = vec![Line::default(); panels * k];
         lines
@@ -69,21 +122,26 @@ impl PackedLinear {
                     }
                 }
             });
-        Self { k, n, lines, bias }
+        Ok(Self { k, n, lines, bias })
     }
 
     /// Inputs (`k`).
-    pub(crate) fn in_dim(&self) -> usize {
+    pub fn in_dim(&self) -> usize {
         self.k
     }
 
     /// Outputs (`n`).
-    pub(crate) fn out_dim(&self) -> usize {
+    pub fn out_dim(&self) -> usize {
         self.n
     }
 
+    /// The bias (`n` values), if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
     /// The weight back in the transposed layout, `k × n` row-major.
-    pub(crate) fn to_transposed(&self) -> Vec<f32> {
+    pub fn to_transposed(&self) -> Vec<f32> {
         let (k, n) = (self.k, self.n);
         let mut wt = vec![0f32; k * n];
         for (p, panel) in self.lines.chunks(k.max(1)).enumerate() {
@@ -99,7 +157,7 @@ impl PackedLinear {
     /// Stacks layers sharing an input along the output dimension (outputs concatenated in
     /// order). Panels are concatenated as they are, so every part but the last needs a multiple
     /// of 16 outputs; `None` otherwise, or if the inputs differ.
-    pub(crate) fn concat(parts: &[&PackedLinear]) -> Option<Self> {
+    pub fn concat(parts: &[&PackedLinear]) -> Option<Self> {
         let first = parts.first()?;
         let k = first.k;
         let last = parts.len() - 1;
@@ -130,12 +188,13 @@ impl PackedLinear {
         Some(Self { k, n, lines, bias })
     }
 
-    /// `out = x Wᵀ + b` for `m` rows of `x` (`m × k` row-major); `out` is `m × n` row-major.
-    pub(crate) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        assert_eq!(x.len(), m * self.k, "packed matmul: input size");
-        assert_eq!(out.len(), m * self.n, "packed matmul: output size");
+    /// `out = x Wᵀ + b` for `m` rows of `x` (`m × k` row-major); `out` is `m × n` row-major and
+    /// is overwritten. Large products are split over the rayon pool.
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        check("input", x.len(), m * self.k)?;
+        check("output", out.len(), m * self.n)?;
         if m == 0 || self.n == 0 {
-            return;
+            return Ok(());
         }
         let isa = Isa::detect();
         let mr = isa.mr();
@@ -160,6 +219,7 @@ impl PackedLinear {
                 .into_par_iter()
                 .for_each(|c| run(c * per..((c + 1) * per).min(panels)));
         }
+        Ok(())
     }
 
     /// All row blocks of one output panel.
@@ -453,7 +513,7 @@ mod tests {
         let wt = values(k * n, 1);
         let x = values(m * k, 2);
         let b = bias.then(|| values(n, 3));
-        let p = PackedLinear::from_transposed(&wt, k, n, b.clone());
+        let p = PackedLinear::from_transposed(&wt, k, n, b.clone()).unwrap();
         let a = pack_rows(&x, m, k, isa.mr());
         let mut out = vec![f32::NAN; m * n];
         let ptr = OutPtr(out.as_mut_ptr());
@@ -507,7 +567,7 @@ mod tests {
         let (m, k, n) = (20, 96, 4000);
         let wt = values(k * n, 4);
         let x = values(m * k, 5);
-        let p = PackedLinear::from_transposed(&wt, k, n, None);
+        let p = PackedLinear::from_transposed(&wt, k, n, None).unwrap();
         assert_eq!(p.to_transposed(), wt);
         let mut rows = vec![0f32; n * k];
         for i in 0..k {
@@ -516,11 +576,13 @@ mod tests {
             }
         }
         assert_eq!(
-            PackedLinear::from_rows(&rows, n, k, None).to_transposed(),
+            PackedLinear::from_rows(&rows, n, k, None)
+                .unwrap()
+                .to_transposed(),
             wt
         );
         let mut out = vec![0f32; m * n];
-        p.matmul(&x, m, &mut out);
+        p.matmul(&x, m, &mut out).unwrap();
         let want = reference(&x, m, &wt, k, n, None);
         for (g, w) in out.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()));
@@ -531,8 +593,8 @@ mod tests {
     fn concatenated_layers_give_concatenated_outputs() {
         let k = 12;
         let (wa, wb) = (values(k * 32, 6), values(k * 20, 7));
-        let a = PackedLinear::from_transposed(&wa, k, 32, Some(values(32, 8)));
-        let b = PackedLinear::from_transposed(&wb, k, 20, None);
+        let a = PackedLinear::from_transposed(&wa, k, 32, Some(values(32, 8))).unwrap();
+        let b = PackedLinear::from_transposed(&wb, k, 20, None).unwrap();
         assert!(
             PackedLinear::concat(&[&b, &a]).is_none(),
             "20 outputs are not whole panels"
@@ -540,12 +602,41 @@ mod tests {
         let ab = PackedLinear::concat(&[&a, &b]).unwrap();
         let x = values(3 * k, 9);
         let (mut ya, mut yb, mut y) = (vec![0f32; 96], vec![0f32; 60], vec![0f32; 156]);
-        a.matmul(&x, 3, &mut ya);
-        b.matmul(&x, 3, &mut yb);
-        ab.matmul(&x, 3, &mut y);
+        a.matmul(&x, 3, &mut ya).unwrap();
+        b.matmul(&x, 3, &mut yb).unwrap();
+        ab.matmul(&x, 3, &mut y).unwrap();
         for r in 0..3 {
             assert_eq!(&y[r * 52..r * 52 + 32], &ya[r * 32..(r + 1) * 32]);
             assert_eq!(&y[r * 52 + 32..(r + 1) * 52], &yb[r * 20..(r + 1) * 20]);
         }
+    }
+
+    #[test]
+    fn sizes_that_disagree_with_the_shapes_are_errors() {
+        let size = |what, found, expected| Error::Size {
+            what,
+            found,
+            expected,
+        };
+        assert_eq!(
+            PackedLinear::from_rows(&[0.0; 5], 2, 3, None).unwrap_err(),
+            size("weight", 5, 6)
+        );
+        assert_eq!(
+            PackedLinear::from_rows(&[0.0; 6], 2, 3, Some(vec![0.0])).unwrap_err(),
+            size("bias", 1, 2)
+        );
+        let p = PackedLinear::from_rows(&[1.0; 6], 2, 3, None).unwrap();
+        let mut out = [0.0; 4];
+        assert_eq!(
+            p.matmul(&[0.0; 5], 2, &mut out).unwrap_err(),
+            size("input", 5, 6)
+        );
+        assert_eq!(
+            p.matmul(&[0.0; 6], 2, &mut out[..3]).unwrap_err(),
+            size("output", 3, 4)
+        );
+        assert!(p.matmul(&[1.0; 6], 2, &mut out).is_ok());
+        assert_eq!(out, [3.0; 4]);
     }
 }
