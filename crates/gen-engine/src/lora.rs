@@ -622,6 +622,14 @@ impl LoraLinear {
         })
     }
 
+    /// The packed weight, when the layer is stored packed.
+    pub(crate) fn packed(&self) -> Option<Arc<PackedLinear>> {
+        match &self.w {
+            Store::Packed(p) => Some(Arc::clone(p)),
+            _ => None,
+        }
+    }
+
     /// The PEFT module name.
     pub fn name(&self) -> &str {
         &self.name

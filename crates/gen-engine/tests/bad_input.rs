@@ -331,3 +331,22 @@ fn cuda_device_without_the_feature_is_an_error() {
     assert!(gen_engine::parse_device("tpu").is_err());
     assert!(gen_engine::parse_device("cpu").is_ok());
 }
+
+#[test]
+fn token_id_past_the_vocabulary_is_an_error() {
+    // Gemma's head is tied (the embedding is looked up in the packed head), Llama's is not.
+    for name in ["gemma", "llama"] {
+        let m = load(name);
+        let vocab = m.model.info().vocab_size as u32;
+        let ids =
+            candle_core::Tensor::new(&[[1u32, vocab + 7]], &candle_core::Device::Cpu).unwrap();
+        let err = m
+            .model
+            .forward(gen_engine::ForwardCtx::new(&ids))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{}", vocab + 7)),
+            "{name}: {err}"
+        );
+    }
+}

@@ -45,6 +45,14 @@ pub enum Error {
         /// The length the shapes imply.
         expected: usize,
     },
+    /// An output (row of `W`) past the layer's outputs.
+    #[error("row {index} of a layer with {rows} outputs")]
+    Row {
+        /// The row asked for.
+        index: usize,
+        /// The layer's outputs.
+        rows: usize,
+    },
 }
 
 /// The crate's result type.
@@ -138,6 +146,26 @@ impl PackedLinear {
     /// The bias (`n` values), if any.
     pub fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref()
+    }
+
+    /// Copies row `j` of `W` (the `k` weights of output `j`) into `out`: what an embedding
+    /// lookup needs when the embedding matrix is a tied output head stored packed.
+    pub fn row(&self, j: usize, out: &mut [f32]) -> Result<()> {
+        if j >= self.n {
+            return Err(Error::Row {
+                index: j,
+                rows: self.n,
+            });
+        }
+        check("output", out.len(), self.k)?;
+        let (p, c) = (j / NR, j % NR);
+        for (o, line) in out
+            .iter_mut()
+            .zip(&self.lines[p * self.k..(p + 1) * self.k])
+        {
+            *o = line.0[c];
+        }
+        Ok(())
     }
 
     /// The weight back in the transposed layout, `k × n` row-major.
@@ -569,6 +597,11 @@ mod tests {
         let x = values(m * k, 5);
         let p = PackedLinear::from_transposed(&wt, k, n, None).unwrap();
         assert_eq!(p.to_transposed(), wt);
+        let mut row = vec![0f32; k];
+        for j in [0, 17, n - 1] {
+            p.row(j, &mut row).unwrap();
+            assert!(row.iter().enumerate().all(|(i, &v)| v == wt[i * n + j]));
+        }
         let mut rows = vec![0f32; n * k];
         for i in 0..k {
             for j in 0..n {
@@ -638,5 +671,10 @@ mod tests {
         );
         assert!(p.matmul(&[1.0; 6], 2, &mut out).is_ok());
         assert_eq!(out, [3.0; 4]);
+        assert_eq!(
+            p.row(2, &mut [0.0; 3]).unwrap_err(),
+            Error::Row { index: 2, rows: 2 }
+        );
+        assert_eq!(p.row(1, &mut [0.0; 2]).unwrap_err(), size("output", 2, 3));
     }
 }

@@ -10,7 +10,9 @@ use crate::ops::{self, Activation};
 use crate::rope::{Rope, RopeSpec};
 use crate::weights::Weights;
 use candle_core::{D, DType, Device, Tensor};
+use packed_matmul::PackedLinear;
 use std::path::Path;
+use std::sync::Arc;
 
 /// How an RMSNorm weight is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,7 +381,7 @@ struct Step<'a> {
 /// The shared decoder.
 #[derive(Debug, Clone)]
 pub(crate) struct Decoder {
-    embed: Tensor,
+    embed: Embedding,
     embed_scale: Option<Tensor>,
     layers: Vec<Layer>,
     norm: RmsNorm,
@@ -407,10 +409,28 @@ impl Decoder {
         };
         // The head first: its load-time copies (the largest of the model) are then made while
         // little else is resident, which keeps the peak memory of loading low.
-        let lm_head = if spec.tie_word_embeddings && !vb.contains("lm_head.weight") {
-            f.wrap(embed.clone(), None, "lm_head")?
+        let tied = spec.tie_word_embeddings && !vb.contains("lm_head.weight");
+        let (embed, lm_head) = if tied {
+            let head = f.wrap(embed.clone(), None, "lm_head")?;
+            let cpu_f32 = embed.dtype() == DType::F32 && embed.device().is_cpu();
+            if fuse
+                && cpu_f32
+                && !head.has_lora()
+                && !f.wrapped_modules().iter().any(|m| m == "lm_head")
+            {
+                // Inference on the CPU: the head packed, and the embedding looked up in it, so
+                // the matrix is held once (and the table tensor dropped).
+                let head = head.into_packed()?;
+                match head.packed() {
+                    Some(p) => (Embedding::TiedHead(p), head),
+                    None => (Embedding::Table(embed), head),
+                }
+            } else {
+                (Embedding::Table(embed), head)
+            }
         } else {
-            f.linear(&vb.pp("lm_head"), spec.hidden_size, spec.vocab_size, false)?
+            let head = f.linear(&vb.pp("lm_head"), spec.hidden_size, spec.vocab_size, false)?;
+            (Embedding::Table(embed), head)
         };
         let rope = Rope::new(&spec.rope, spec.head_dim, path)?;
         let mut layers = Vec::with_capacity(spec.num_layers);
@@ -551,7 +571,7 @@ impl Decoder {
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
         let mut x = self
             .embed
-            .index_select(&ids, 0)?
+            .lookup(&ids)?
             .reshape((b, t, self.info.hidden_size))?;
         if let Some(s) = &self.embed_scale {
             x = x.broadcast_mul(s)?;
@@ -571,6 +591,36 @@ impl Decoder {
             out = ops::soft_cap(&out, cap)?;
         }
         Ok(out)
+    }
+}
+
+/// The token embedding table.
+#[derive(Debug, Clone)]
+enum Embedding {
+    /// `[vocab, hidden]`.
+    Table(Tensor),
+    /// A tied head stored packed for inference: row `i` of its weight is token `i`'s embedding.
+    TiedHead(Arc<PackedLinear>),
+}
+
+impl Embedding {
+    /// The embeddings of flat `u32` token ids, `[ids, hidden]`.
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Table(t) => Ok(t.index_select(ids, 0)?),
+            Self::TiedHead(p) => {
+                let ids = ids.to_vec1::<u32>()?;
+                let h = p.in_dim();
+                let mut out = vec![0f32; ids.len() * h];
+                for (row, &id) in out.chunks_mut(h.max(1)).zip(&ids) {
+                    p.row(id as usize, row).map_err(|e| Error::InvalidParam {
+                        name: "input_ids",
+                        msg: format!("token id {id}: {e}"),
+                    })?;
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), h), &Device::Cpu)?)
+            }
+        }
     }
 }
 
