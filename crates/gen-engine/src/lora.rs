@@ -1137,25 +1137,9 @@ mod tests {
         let y0 = plain.forward(&x).unwrap();
         let y1 = blocked.forward(&x).unwrap();
         assert_eq!(y1.dims(), &[2, 3, 10_000]);
-        let diff = (y0 - y1)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&y0, &y1);
         assert!(diff < 1e-4, "{diff}");
-        let back = blocked.weight().unwrap();
-        let wd = (back - w)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(wd, 0.0);
+        assert_eq!(max_diff(&blocked.weight().unwrap(), &w), 0.0);
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
