@@ -422,7 +422,10 @@ impl Decoder {
                 // the matrix is held once (and the table tensor dropped).
                 let head = head.into_packed()?;
                 match head.packed() {
-                    Some(p) => (Embedding::TiedHead(p), head),
+                    Some(p) => {
+                        drop(embed); // freed now, not after the layers are loaded
+                        (Embedding::TiedHead(p), head)
+                    }
                     None => (Embedding::Table(embed), head),
                 }
             } else {
