@@ -9,12 +9,18 @@
 //! cache line. Input rows are packed per call (they are small) into blocks laid out `k`-major,
 //! so the kernel broadcasts them from consecutive addresses.
 //!
-//! Kernels: AVX-512F (16 rows × 16 columns, 16 zmm accumulators), AVX2+FMA (6 × 16, 12 ymm),
-//! and a portable one (4 × 16) that the compiler vectorises for the build target; the widest the
-//! CPU has is picked at run time. They prefetch the weight 2 KiB ahead (decoding is bound by
-//! memory bandwidth: the weights stream from DRAM at every step). Output panels are split over
-//! the rayon pool. Sums run in `k` order with fused multiply-adds, so results differ from
-//! another GEMM's by rounding only (~1e-6 relative).
+//! Kernels: AVX-512F (16 rows × 16 columns, 16 zmm accumulators; from 64 rows on, 12 rows × two
+//! panels, 24 accumulators, which loads less per multiply-add once inputs come from cache),
+//! AVX2+FMA (6 × 16, 12 ymm), and a portable one (4 × 16) that the compiler vectorises for the
+//! build target; the widest the CPU has is picked at run time. They prefetch the weight 2 KiB
+//! ahead (decoding is bound by memory bandwidth: the weights stream from DRAM at every step).
+//! Products with many rows are cache-blocked (256 inputs × as many rows as fit 256 KiB of L2).
+//! Output panels are split over the rayon pool. Sums are fused multiply-adds in `k` order, so
+//! results differ from another GEMM's by rounding only (~1e-6 relative).
+//!
+//! Where it stands against the `gemm` crate (`cargo bench -p packed-matmul --bench matmul`):
+//! ahead for decoding's few rows (no per-call repacking of the weight), 5–20% behind on
+//! hundreds of rows, where gemm's own blocking is better tuned.
 //!
 //! ```
 //! use packed_matmul::PackedLinear;
@@ -72,6 +78,14 @@ fn check(what: &'static str, found: usize, expected: usize) -> Result<()> {
 
 /// Output columns per panel.
 pub const NR: usize = 16;
+
+/// The block of packed inputs one pass over the panels reads (kept in L2).
+const A_BLOCK_BYTES: usize = 256 * 1024;
+/// From this many rows on, AVX-512 tiles span two panels.
+const PAIR_MIN_ROWS: usize = 64;
+/// Inputs per block when there are too many rows for all inputs to stay in L2: a panel's
+/// block (512 lines, 32 KiB) stays in L1.
+const KC: usize = 256;
 
 /// One panel row: 16 floats, one cache line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -224,14 +238,38 @@ impl PackedLinear {
         if m == 0 || self.n == 0 {
             return Ok(());
         }
-        let isa = Isa::detect();
+        let isa = Isa::detect().for_rows(m);
         let mr = isa.mr();
         let a = pack_rows(x, m, self.k, mr);
         let panels = self.n.div_ceil(NR);
         let out_ptr = OutPtr(out.as_mut_ptr());
+        // Cache blocking for many rows (Goto's): blocks of `kc` inputs × `mc` rows of the
+        // packed inputs stay in L2 while the panels pass, and each panel's `kc` lines stay in L1
+        // across the block's row tiles. Decoding's few rows fit L2 whole: one block, and every
+        // panel streams from memory exactly once.
+        let k = self.k.max(1);
+        let (kc, mc) = if m * k * 4 <= A_BLOCK_BYTES {
+            (k, m)
+        } else {
+            let kc = k.min(KC);
+            (kc, (A_BLOCK_BYTES / (4 * kc) / mr * mr).max(mr))
+        };
         let run = |range: std::ops::Range<usize>| {
-            for p in range {
-                self.panel(isa, &a, m, p, out_ptr);
+            for k0 in (0..self.k).step_by(kc) {
+                let ks = k0..(k0 + kc).min(self.k);
+                for r0 in (0..m).step_by(mc) {
+                    let rows = r0..(r0 + mc).min(m);
+                    let mut p = range.start;
+                    while p < range.end {
+                        if isa.pairs() && p + 1 < range.end {
+                            self.panel_pair(&a, rows.clone(), ks.clone(), p, out_ptr);
+                            p += 2;
+                        } else {
+                            self.panel(isa, &a, rows.clone(), ks.clone(), p, out_ptr);
+                            p += 1;
+                        }
+                    }
+                }
             }
         };
         let threads = rayon::current_num_threads();
@@ -243,6 +281,7 @@ impl PackedLinear {
             // A few chunks per thread, so a busy core does not hold the others up.
             let chunks = (threads * 4).min(panels);
             let per = panels.div_ceil(chunks);
+            let per = if isa.pairs() { per + per % 2 } else { per };
             (0..panels.div_ceil(per))
                 .into_par_iter()
                 .for_each(|c| run(c * per..((c + 1) * per).min(panels)));
@@ -250,10 +289,21 @@ impl PackedLinear {
         Ok(())
     }
 
-    /// All row blocks of one output panel.
-    fn panel(&self, isa: Isa, a: &[f32], m: usize, p: usize, out: OutPtr) {
+    /// The row tiles in `rows` (starting at a multiple of the kernel's rows) of one output
+    /// panel, over the inputs in `ks`: the first input block writes `acc + bias`, later ones
+    /// add onto the output.
+    fn panel(
+        &self,
+        isa: Isa,
+        a: &[f32],
+        rows: std::ops::Range<usize>,
+        ks: std::ops::Range<usize>,
+        p: usize,
+        out: OutPtr,
+    ) {
         let k = self.k;
-        let b = &self.lines[p * k..(p + 1) * k];
+        let kc = ks.len();
+        let b = &self.lines[p * k + ks.start..p * k + ks.end];
         let j0 = p * NR;
         let cols = NR.min(self.n - j0);
         let mut bias = [0f32; NR];
@@ -261,14 +311,17 @@ impl PackedLinear {
             bias[..cols].copy_from_slice(&bs[j0..j0 + cols]);
         }
         let mr = isa.mr();
-        for (blk, r0) in (0..m).step_by(mr).enumerate() {
-            let rows = mr.min(m - r0);
-            let ab = &a[blk * mr * k..(blk * mr + rows) * k];
+        let end = rows.end;
+        for r0 in rows.step_by(mr) {
+            let rows = mr.min(end - r0);
+            // The tile's packed inputs are `k`-major: inputs `ks` are one contiguous run.
+            let ab = &a[r0 * k + ks.start * rows..r0 * k + ks.end * rows];
             let tile = Tile {
-                k,
+                k: kc,
                 a: ab,
                 b,
                 bias: &bias,
+                accumulate: ks.start > 0,
                 // SAFETY: rows r0..r0+rows, columns j0..j0+cols lie inside `out` (m × n), and
                 // each panel (column range) is written by exactly one task.
                 out: unsafe { out.0.add(r0 * self.n + j0) },
@@ -276,6 +329,96 @@ impl PackedLinear {
                 cols,
             };
             isa.run(rows, &tile);
+        }
+    }
+}
+
+impl PackedLinear {
+    /// As [`PackedLinear::panel`] for panels `p` and `p + 1` at once (the pair kernel).
+    #[cfg(target_arch = "x86_64")]
+    fn panel_pair(
+        &self,
+        a: &[f32],
+        rows: std::ops::Range<usize>,
+        ks: std::ops::Range<usize>,
+        p: usize,
+        out: OutPtr,
+    ) {
+        let k = self.k;
+        let line = |q: usize| &self.lines[q * k + ks.start..q * k + ks.end];
+        let j0 = p * NR;
+        let cols = (2 * NR).min(self.n - j0);
+        let mut bias = [0f32; 2 * NR];
+        if let Some(bs) = &self.bias {
+            bias[..cols].copy_from_slice(&bs[j0..j0 + cols]);
+        }
+        let mr = Isa::Avx512Pair.mr();
+        let end = rows.end;
+        for r0 in rows.step_by(mr) {
+            let rows = mr.min(end - r0);
+            let tile = PairTile {
+                k: ks.len(),
+                a: &a[r0 * k + ks.start * rows..r0 * k + ks.end * rows],
+                b: [line(p), line(p + 1)],
+                bias: &bias,
+                accumulate: ks.start > 0,
+                // SAFETY: rows r0..r0+rows, columns j0..j0+cols lie inside `out` (m × n), and
+                // each panel is written by exactly one task.
+                out: unsafe { out.0.add(r0 * self.n + j0) },
+                ldo: self.n,
+                cols,
+            };
+            // SAFETY: the pair kernel is only chosen when the CPU has AVX-512F; the tile's
+            // pointers are valid for `rows` (≤ 12) rows.
+            unsafe { x86::avx512_pair(rows, &tile) };
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn panel_pair(
+        &self,
+        _a: &[f32],
+        _rows: std::ops::Range<usize>,
+        _ks: std::ops::Range<usize>,
+        _p: usize,
+        _out: OutPtr,
+    ) {
+        unreachable!("pair tiles are x86-64 only")
+    }
+}
+
+/// A tile of the pair kernel: `rows` (≤ 12) packed input rows times two adjacent panels, into
+/// `cols` (≤ 32) output columns.
+#[cfg(target_arch = "x86_64")]
+struct PairTile<'a> {
+    k: usize,
+    a: &'a [f32],
+    b: [&'a [Line]; 2],
+    bias: &'a [f32; 2 * NR],
+    accumulate: bool,
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairTile<'_> {
+    /// As [`Tile::store_row`], for 32 values.
+    ///
+    /// # Safety
+    /// `out + r * ldo .. + cols` must be writable.
+    #[inline(always)]
+    unsafe fn store_row(&self, r: usize, vals: &[f32; 2 * NR]) {
+        // SAFETY: per the caller.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.cols) };
+        if self.accumulate {
+            for (d, v) in dst.iter_mut().zip(vals) {
+                *d += v;
+            }
+        } else {
+            for ((d, v), b) in dst.iter_mut().zip(vals).zip(self.bias) {
+                *d = v + b;
+            }
         }
     }
 }
@@ -292,15 +435,26 @@ unsafe impl Sync for OutPtr {}
 /// holds the remaining rows only.
 fn pack_rows(x: &[f32], m: usize, k: usize, mr: usize) -> Vec<f32> {
     let mut a = vec![0f32; m * k];
-    for r0 in (0..m).step_by(mr) {
-        let rows = mr.min(m - r0);
-        let blk = &mut a[r0 * k..(r0 + rows) * k];
+    let pack = |(b, blk): (usize, &mut [f32])| {
+        let r0 = b * mr;
+        let rows = blk.len() / k;
         for r in 0..rows {
             let src = &x[(r0 + r) * k..(r0 + r + 1) * k];
             for (i, &v) in src.iter().enumerate() {
                 blk[i * rows + r] = v;
             }
         }
+    };
+    let blocks = a.chunks_mut((mr * k).max(1));
+    // Many rows (a long prefill, a classifier batch): the copy is worth splitting.
+    if m * k >= 1 << 18 {
+        blocks
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .enumerate()
+            .for_each(pack);
+    } else {
+        blocks.enumerate().for_each(pack);
     }
     a
 }
@@ -313,6 +467,8 @@ struct Tile<'a> {
     a: &'a [f32],
     b: &'a [Line],
     bias: &'a [f32; NR],
+    /// Add onto the output (a later block of inputs) instead of writing `acc + bias`.
+    accumulate: bool,
     out: *mut f32,
     ldo: usize,
     cols: usize,
@@ -327,8 +483,14 @@ impl Tile<'_> {
     unsafe fn store_row(&self, r: usize, vals: &[f32; NR]) {
         // SAFETY: per the caller.
         let dst = unsafe { std::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.cols) };
-        for (j, d) in dst.iter_mut().enumerate() {
-            *d = vals[j] + self.bias[j];
+        if self.accumulate {
+            for (d, v) in dst.iter_mut().zip(vals) {
+                *d += v;
+            }
+        } else {
+            for ((d, v), b) in dst.iter_mut().zip(vals).zip(self.bias) {
+                *d = v + b;
+            }
         }
     }
 }
@@ -338,6 +500,10 @@ impl Tile<'_> {
 enum Isa {
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// AVX-512F for many rows: 12 rows × two panels per tile (24 accumulators), which loads
+    /// less per multiply-add than 16 × one panel once the inputs come from cache, not memory.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Pair,
     #[cfg(target_arch = "x86_64")]
     Avx2,
     Portable,
@@ -359,11 +525,34 @@ impl Isa {
         Self::Portable
     }
 
+    /// The kernel for a product with `m` rows.
+    fn for_rows(self, m: usize) -> Self {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 if m >= PAIR_MIN_ROWS => Self::Avx512Pair,
+            other => other,
+        }
+    }
+
+    /// Whether tiles span two panels.
+    fn pairs(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self == Self::Avx512Pair
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     /// Rows per kernel call.
     fn mr(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx512 => 16,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Pair => 12,
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => 6,
             Self::Portable => 4,
@@ -375,7 +564,7 @@ impl Isa {
             // SAFETY: the CPU has the features (detected above); the tile's pointers are valid
             // for `rows` rows (see `PackedLinear::panel`).
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => unsafe { x86::avx512(rows, t) },
+            Self::Avx512 | Self::Avx512Pair => unsafe { x86::avx512(rows, t) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => unsafe { x86::avx2(rows, t) },
@@ -415,7 +604,7 @@ fn portable(rows: usize, t: &Tile<'_>) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{NR, Tile};
+    use super::{NR, PairTile, Tile};
     use std::arch::x86_64::*;
 
     /// How many panel lines ahead the kernels prefetch.
@@ -459,6 +648,43 @@ mod x86 {
                 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
             )
         }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the tile's pointers valid for `rows` (≤ 12) rows.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512_pair(rows: usize, t: &PairTile<'_>) {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn kernel<const R: usize>(t: &PairTile<'_>) {
+            let mut lo = [_mm512_setzero_ps(); R];
+            let mut hi = [_mm512_setzero_ps(); R];
+            let a = t.a.as_ptr();
+            let (b0, b1) = (t.b[0].as_ptr() as *const f32, t.b[1].as_ptr() as *const f32);
+            for i in 0..t.k {
+                // SAFETY: line `i` of both panels (aligned, 16 floats each) and `R` inputs.
+                unsafe {
+                    let v0 = _mm512_load_ps(b0.add(i * NR));
+                    let v1 = _mm512_load_ps(b1.add(i * NR));
+                    let ai = a.add(i * R);
+                    for r in 0..R {
+                        let av = _mm512_set1_ps(*ai.add(r));
+                        lo[r] = _mm512_fmadd_ps(av, v0, lo[r]);
+                        hi[r] = _mm512_fmadd_ps(av, v1, hi[r]);
+                    }
+                }
+            }
+            let mut vals = [0f32; 2 * NR];
+            for r in 0..R {
+                // SAFETY: `vals` holds 32 floats; the row is writable per the caller.
+                unsafe {
+                    _mm512_storeu_ps(vals.as_mut_ptr(), lo[r]);
+                    _mm512_storeu_ps(vals.as_mut_ptr().add(NR), hi[r]);
+                    t.store_row(r, &vals);
+                }
+            }
+        }
+        // SAFETY: per the caller.
+        unsafe { by_rows!(rows, kernel, t, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) }
     }
 
     /// # Safety
@@ -545,8 +771,16 @@ mod tests {
         let a = pack_rows(&x, m, k, isa.mr());
         let mut out = vec![f32::NAN; m * n];
         let ptr = OutPtr(out.as_mut_ptr());
-        for panel in 0..n.div_ceil(NR) {
-            p.panel(isa, &a, m, panel, ptr);
+        let panels = n.div_ceil(NR);
+        let mut q = 0;
+        while q < panels {
+            if isa.pairs() && q + 1 < panels {
+                p.panel_pair(&a, 0..m, 0..k, q, ptr);
+                q += 2;
+            } else {
+                p.panel(isa, &a, 0..m, 0..k, q, ptr);
+                q += 1;
+            }
         }
         let want = reference(&x, m, &wt, k, n, b.as_deref());
         for (i, (g, w)) in out.iter().zip(&want).enumerate() {
@@ -568,6 +802,7 @@ mod tests {
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 v.push(Isa::Avx512);
+                v.push(Isa::Avx512Pair);
             }
         }
         v
@@ -619,6 +854,21 @@ mod tests {
         let want = reference(&x, m, &wt, k, n, None);
         for (g, w) in out.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()));
+        }
+    }
+
+    #[test]
+    fn many_rows_run_in_cache_sized_blocks() {
+        // 300 × 1024 inputs exceed the L2 block: inputs in blocks of 512, rows in blocks of
+        // 128 (128, 128, 44), the second input block adding onto the first.
+        let (m, k, n) = (300, 1024, 40);
+        let (wt, x) = (values(k * n, 10), values(m * k, 11));
+        let p = PackedLinear::from_transposed(&wt, k, n, Some(values(n, 12))).unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        p.matmul(&x, m, &mut out).unwrap();
+        let want = reference(&x, m, &wt, k, n, p.bias());
+        for (g, w) in out.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
         }
     }
 
