@@ -14,7 +14,8 @@
 //! AVX2+FMA (6 × 16, 12 ymm), and a portable one (4 × 16) that the compiler vectorises for the
 //! build target; the widest the CPU has is picked at run time. They prefetch the weight 2 KiB
 //! ahead (decoding is bound by memory bandwidth: the weights stream from DRAM at every step).
-//! Products with many rows are cache-blocked (256 inputs × as many rows as fit 256 KiB of L2).
+//! Products whose packed inputs exceed 1 MiB are cache-blocked (256 inputs × as many rows as fit
+//! 256 KiB of L2).
 //! Output panels are split over the rayon pool. Sums are fused multiply-adds in `k` order, so
 //! results differ from another GEMM's by rounding only (~1e-6 relative).
 //!
@@ -245,10 +246,10 @@ impl PackedLinear {
         let out_ptr = OutPtr(out.as_mut_ptr());
         // Cache blocking for many rows (Goto's): blocks of `kc` inputs × `mc` rows of the
         // packed inputs stay in L2 while the panels pass, and each panel's `kc` lines stay in L1
-        // across the block's row tiles. Decoding's few rows fit L2 whole: one block, and every
-        // panel streams from memory exactly once.
+        // across the block's row tiles. Inputs up to 1 MiB (decoding's few rows, a prefill of a
+        // few hundred) are one block: every panel streams from memory exactly once.
         let k = self.k.max(1);
-        let (kc, mc) = if m * k * 4 <= A_BLOCK_BYTES {
+        let (kc, mc) = if m * k * 4 <= 4 * A_BLOCK_BYTES {
             (k, m)
         } else {
             let kc = k.min(KC);
@@ -859,8 +860,8 @@ mod tests {
 
     #[test]
     fn many_rows_run_in_cache_sized_blocks() {
-        // 300 × 1024 inputs exceed the L2 block: inputs in blocks of 512, rows in blocks of
-        // 128 (128, 128, 44), the second input block adding onto the first.
+        // 300 × 1024 packed inputs (1.2 MiB) are blocked: inputs in blocks of 256, rows in
+        // blocks of 256 (256, 44), later input blocks adding onto the first.
         let (m, k, n) = (300, 1024, 40);
         let (wt, x) = (values(k * n, 10), values(m * k, 11));
         let p = PackedLinear::from_transposed(&wt, k, n, Some(values(n, 12))).unwrap();
