@@ -59,6 +59,8 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Training (and, less, generation) reallocates large buffers at every op: keep them.
+    toxdrift::lora_train::memory::keep_freed_memory();
     let result: toxdrift::error::Result<()> = match cli.command {
         Command::Prompts(args) => commands::prompts::run(args),
         Command::Compare(args) => commands::compare::run(args),

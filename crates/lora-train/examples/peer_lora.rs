@@ -30,6 +30,7 @@ fn vm_hwm_mib() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    lora_train::memory::keep_freed_memory();
     let dir = PathBuf::from(
         std::env::args()
             .nth(1)

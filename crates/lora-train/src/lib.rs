@@ -40,6 +40,7 @@ pub mod data;
 pub mod error;
 pub mod finetune;
 pub mod loss;
+pub mod memory;
 pub mod optim;
 pub mod template;
 pub mod trainer;
