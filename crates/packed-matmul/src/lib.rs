@@ -262,13 +262,13 @@ impl PackedLinear {
                     let rows = r0..(r0 + mc).min(m);
                     let mut p = range.start;
                     while p < range.end {
-                        if isa.pairs() && p + 1 < range.end {
-                            self.panel_pair(&a, rows.clone(), ks.clone(), p, out_ptr);
-                            p += 2;
+                        let width = if isa.pairs() && p + 1 < range.end {
+                            2
                         } else {
-                            self.panel(isa, &a, rows.clone(), ks.clone(), p, out_ptr);
-                            p += 1;
-                        }
+                            1
+                        };
+                        self.panels(isa, &a, rows.clone(), ks.clone(), p..p + width, out_ptr);
+                        p += width;
                     }
                 }
             }
@@ -291,37 +291,36 @@ impl PackedLinear {
     }
 
     /// The row tiles in `rows` (starting at a multiple of the kernel's rows) of one output
-    /// panel, over the inputs in `ks`: the first input block writes `acc + bias`, later ones
-    /// add onto the output.
-    fn panel(
+    /// panel, or of two adjacent ones for the pair kernel, over the inputs in `ks`: the first
+    /// input block writes `acc + bias`, later ones add onto the output.
+    fn panels(
         &self,
         isa: Isa,
         a: &[f32],
         rows: std::ops::Range<usize>,
         ks: std::ops::Range<usize>,
-        p: usize,
+        ps: std::ops::Range<usize>,
         out: OutPtr,
     ) {
         let k = self.k;
-        let kc = ks.len();
-        let b = &self.lines[p * k + ks.start..p * k + ks.end];
-        let j0 = p * NR;
-        let cols = NR.min(self.n - j0);
-        let mut bias = [0f32; NR];
-        if let Some(bs) = &self.bias {
-            bias[..cols].copy_from_slice(&bs[j0..j0 + cols]);
-        }
+        let line = |q: usize| &self.lines[q * k + ks.start..q * k + ks.end];
+        let j0 = ps.start * NR;
+        let cols = (ps.len() * NR).min(self.n - j0);
         let mr = isa.mr();
         let end = rows.end;
         for r0 in rows.step_by(mr) {
             let rows = mr.min(end - r0);
-            // The tile's packed inputs are `k`-major: inputs `ks` are one contiguous run.
-            let ab = &a[r0 * k + ks.start * rows..r0 * k + ks.end * rows];
             let tile = Tile {
-                k: kc,
-                a: ab,
-                b,
-                bias: &bias,
+                k: ks.len(),
+                // The tile's packed inputs are `k`-major: inputs `ks` are one contiguous run.
+                a: &a[r0 * k + ks.start * rows..r0 * k + ks.end * rows],
+                b: line(ps.start),
+                b2: if ps.len() == 2 {
+                    line(ps.start + 1)
+                } else {
+                    &[]
+                },
+                bias: self.bias.as_deref().map(|b| &b[j0..j0 + cols]),
                 accumulate: ks.start > 0,
                 // SAFETY: rows r0..r0+rows, columns j0..j0+cols lie inside `out` (m × n), and
                 // each panel (column range) is written by exactly one task.
@@ -330,96 +329,6 @@ impl PackedLinear {
                 cols,
             };
             isa.run(rows, &tile);
-        }
-    }
-}
-
-impl PackedLinear {
-    /// As [`PackedLinear::panel`] for panels `p` and `p + 1` at once (the pair kernel).
-    #[cfg(target_arch = "x86_64")]
-    fn panel_pair(
-        &self,
-        a: &[f32],
-        rows: std::ops::Range<usize>,
-        ks: std::ops::Range<usize>,
-        p: usize,
-        out: OutPtr,
-    ) {
-        let k = self.k;
-        let line = |q: usize| &self.lines[q * k + ks.start..q * k + ks.end];
-        let j0 = p * NR;
-        let cols = (2 * NR).min(self.n - j0);
-        let mut bias = [0f32; 2 * NR];
-        if let Some(bs) = &self.bias {
-            bias[..cols].copy_from_slice(&bs[j0..j0 + cols]);
-        }
-        let mr = Isa::Avx512Pair.mr();
-        let end = rows.end;
-        for r0 in rows.step_by(mr) {
-            let rows = mr.min(end - r0);
-            let tile = PairTile {
-                k: ks.len(),
-                a: &a[r0 * k + ks.start * rows..r0 * k + ks.end * rows],
-                b: [line(p), line(p + 1)],
-                bias: &bias,
-                accumulate: ks.start > 0,
-                // SAFETY: rows r0..r0+rows, columns j0..j0+cols lie inside `out` (m × n), and
-                // each panel is written by exactly one task.
-                out: unsafe { out.0.add(r0 * self.n + j0) },
-                ldo: self.n,
-                cols,
-            };
-            // SAFETY: the pair kernel is only chosen when the CPU has AVX-512F; the tile's
-            // pointers are valid for `rows` (≤ 12) rows.
-            unsafe { x86::avx512_pair(rows, &tile) };
-        }
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn panel_pair(
-        &self,
-        _a: &[f32],
-        _rows: std::ops::Range<usize>,
-        _ks: std::ops::Range<usize>,
-        _p: usize,
-        _out: OutPtr,
-    ) {
-        unreachable!("pair tiles are x86-64 only")
-    }
-}
-
-/// A tile of the pair kernel: `rows` (≤ 12) packed input rows times two adjacent panels, into
-/// `cols` (≤ 32) output columns.
-#[cfg(target_arch = "x86_64")]
-struct PairTile<'a> {
-    k: usize,
-    a: &'a [f32],
-    b: [&'a [Line]; 2],
-    bias: &'a [f32; 2 * NR],
-    accumulate: bool,
-    out: *mut f32,
-    ldo: usize,
-    cols: usize,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl PairTile<'_> {
-    /// As [`Tile::store_row`], for 32 values.
-    ///
-    /// # Safety
-    /// `out + r * ldo .. + cols` must be writable.
-    #[inline(always)]
-    unsafe fn store_row(&self, r: usize, vals: &[f32; 2 * NR]) {
-        // SAFETY: per the caller.
-        let dst = unsafe { std::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.cols) };
-        if self.accumulate {
-            for (d, v) in dst.iter_mut().zip(vals) {
-                *d += v;
-            }
-        } else {
-            for ((d, v), b) in dst.iter_mut().zip(vals).zip(self.bias) {
-                *d = v + b;
-            }
         }
     }
 }
@@ -460,14 +369,17 @@ fn pack_rows(x: &[f32], m: usize, k: usize, mr: usize) -> Vec<f32> {
     a
 }
 
-/// One kernel call: `rows` (≤ MR) packed input rows times one panel, into `cols` (≤ 16)
-/// output columns at `out` (row stride `ldo`), plus the bias.
+/// One kernel call: `rows` (≤ MR) packed input rows times one panel (or two, for the pair
+/// kernel), into `cols` (≤ 16, or 32) output columns at `out` (row stride `ldo`), plus the bias.
 struct Tile<'a> {
     k: usize,
     /// `k × rows`, `k`-major.
     a: &'a [f32],
     b: &'a [Line],
-    bias: &'a [f32; NR],
+    /// The next panel's lines for the pair kernel; empty otherwise.
+    b2: &'a [Line],
+    /// The bias of the `cols` output columns, if the layer has one.
+    bias: Option<&'a [f32]>,
     /// Add onto the output (a later block of inputs) instead of writing `acc + bias`.
     accumulate: bool,
     out: *mut f32,
@@ -476,22 +388,22 @@ struct Tile<'a> {
 }
 
 impl Tile<'_> {
-    /// Writes one output row from 16 computed values.
+    /// Writes one output row from the computed values (16, or 32 for the pair kernel).
     ///
     /// # Safety
     /// `out + r * ldo .. + cols` must be writable.
     #[inline(always)]
-    unsafe fn store_row(&self, r: usize, vals: &[f32; NR]) {
+    unsafe fn store_row(&self, r: usize, vals: &[f32]) {
         // SAFETY: per the caller.
         let dst = unsafe { std::slice::from_raw_parts_mut(self.out.add(r * self.ldo), self.cols) };
-        if self.accumulate {
-            for (d, v) in dst.iter_mut().zip(vals) {
-                *d += v;
-            }
-        } else {
-            for ((d, v), b) in dst.iter_mut().zip(vals).zip(self.bias) {
-                *d = v + b;
-            }
+        match (self.accumulate, self.bias) {
+            (true, _) => dst.iter_mut().zip(vals).for_each(|(d, v)| *d += v),
+            (false, None) => dst.copy_from_slice(&vals[..self.cols]),
+            (false, Some(b)) => dst
+                .iter_mut()
+                .zip(vals)
+                .zip(b)
+                .for_each(|((d, v), b)| *d = v + b),
         }
     }
 }
@@ -563,7 +475,10 @@ impl Isa {
     fn run(self, rows: usize, t: &Tile<'_>) {
         match self {
             // SAFETY: the CPU has the features (detected above); the tile's pointers are valid
-            // for `rows` rows (see `PackedLinear::panel`).
+            // for `rows` rows (see `PackedLinear::panels`).
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Pair if !t.b2.is_empty() => unsafe { x86::avx512_pair(rows, t) },
+            // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Self::Avx512 | Self::Avx512Pair => unsafe { x86::avx512(rows, t) },
             // SAFETY: as above.
@@ -605,7 +520,7 @@ fn portable(rows: usize, t: &Tile<'_>) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{NR, PairTile, Tile};
+    use super::{NR, Tile};
     use std::arch::x86_64::*;
 
     /// How many panel lines ahead the kernels prefetch.
@@ -652,15 +567,16 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512F; the tile's pointers valid for `rows` (≤ 12) rows.
+    /// The CPU must have AVX-512F; the tile spans two panels (`b2` as long as `b`); its
+    /// pointers valid for `rows` (≤ 12) rows.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512_pair(rows: usize, t: &PairTile<'_>) {
+    pub(super) unsafe fn avx512_pair(rows: usize, t: &Tile<'_>) {
         #[target_feature(enable = "avx512f")]
-        unsafe fn kernel<const R: usize>(t: &PairTile<'_>) {
+        unsafe fn kernel<const R: usize>(t: &Tile<'_>) {
             let mut lo = [_mm512_setzero_ps(); R];
             let mut hi = [_mm512_setzero_ps(); R];
             let a = t.a.as_ptr();
-            let (b0, b1) = (t.b[0].as_ptr() as *const f32, t.b[1].as_ptr() as *const f32);
+            let (b0, b1) = (t.b.as_ptr() as *const f32, t.b2.as_ptr() as *const f32);
             for i in 0..t.k {
                 // SAFETY: line `i` of both panels (aligned, 16 floats each) and `R` inputs.
                 unsafe {
@@ -775,13 +691,9 @@ mod tests {
         let panels = n.div_ceil(NR);
         let mut q = 0;
         while q < panels {
-            if isa.pairs() && q + 1 < panels {
-                p.panel_pair(&a, 0..m, 0..k, q, ptr);
-                q += 2;
-            } else {
-                p.panel(isa, &a, 0..m, 0..k, q, ptr);
-                q += 1;
-            }
+            let width = if isa.pairs() && q + 1 < panels { 2 } else { 1 };
+            p.panels(isa, &a, 0..m, 0..k, q..q + width, ptr);
+            q += width;
         }
         let want = reference(&x, m, &wt, k, n, b.as_deref());
         for (i, (g, w)) in out.iter().zip(&want).enumerate() {
