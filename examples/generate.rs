@@ -6,7 +6,7 @@
 //! ```
 //! Without arguments it runs the tiny Llama parity fixture in `tests/fixtures/gen/llama`.
 
-use toxdrift::gen_engine::{self, GenerateParams, Generator, LoadOptions, ModelSource};
+use toxdrift::gen_engine::{self, GenerateParams, Generator, LoadOptions, Source};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -21,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "A quiet neighbour argued with the city council after the storm, and".into(),
         ];
     }
-    let loaded = gen_engine::load(&ModelSource::parse(&model), &LoadOptions::default())?;
+    let source = Source::parse(&model, hub_source::RepoKind::Model)?;
+    let loaded = gen_engine::load(&source, &LoadOptions::default())?;
     let generator = Generator::new(
         loaded.model.as_ref(),
         &loaded.tokenizer,

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in the facade and the CLI.
 ///
+/// The model crates' errors are boxed: they carry paths and hub coordinates, and a small
+/// `Result` keeps every stage cheap to return from.
+///
 /// Each variant wraps one crate's error or names the file at fault; [`Error::exit_code`]
 /// tells bad input (exit code 2) from an internal failure (exit code 1).
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +15,9 @@ pub enum Error {
     /// The user's input is wrong: a flag, a file's content, a study file.
     #[error("{0}")]
     BadInput(String),
+    /// A broken invariant of toxdrift itself (a bug, not the user's input): exit code 1.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]
     Io {
@@ -28,13 +34,16 @@ pub enum Error {
     Best(#[from] best_mcmc::Error),
     /// Loading a model or generating (`gen-engine`).
     #[error(transparent)]
-    Gen(#[from] gen_engine::Error),
+    Gen(Box<gen_engine::Error>),
     /// Loading the classifier or scoring (`hate-classifier`).
     #[error(transparent)]
-    Classifier(#[from] hate_classifier::Error),
+    Classifier(Box<hate_classifier::Error>),
+    /// A generation or scoring engine behind the [`engine_api`] seams.
+    #[error(transparent)]
+    Engine(#[from] engine_api::Error),
     /// Fine-tuning (`lora-train`).
     #[error(transparent)]
-    Train(#[from] lora_train::Error),
+    Train(Box<lora_train::Error>),
 }
 
 impl Error {
@@ -47,6 +56,7 @@ impl Error {
             Error::Gen(e) if e.is_bad_input() => 2,
             Error::Classifier(e) if e.is_bad_input() => 2,
             Error::Train(e) if e.is_bad_input() => 2,
+            Error::Engine(e) if e.is_bad_input() => 2,
             _ => 1,
         }
     }
@@ -62,3 +72,21 @@ impl Error {
 
 /// The facade's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<gen_engine::Error> for Error {
+    fn from(e: gen_engine::Error) -> Self {
+        Error::Gen(Box::new(e))
+    }
+}
+
+impl From<hate_classifier::Error> for Error {
+    fn from(e: hate_classifier::Error) -> Self {
+        Error::Classifier(Box::new(e))
+    }
+}
+
+impl From<lora_train::Error> for Error {
+    fn from(e: lora_train::Error) -> Self {
+        Error::Train(Box::new(e))
+    }
+}

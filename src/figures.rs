@@ -42,7 +42,7 @@ fn histogram(draws: &[f64], lo: f64, hi: f64) -> Vec<(f64, f64, f64)> {
 /// Renders the panels, laid out in a grid, as an SVG document with `title` on top.
 pub fn posterior_svg(title: &str, panels: &[Panel<'_>]) -> Result<String> {
     if panels.is_empty() {
-        return Err(Error::BadInput(format!(
+        return Err(Error::Internal(format!(
             "figure `{title}`: nothing to draw"
         )));
     }
@@ -53,7 +53,7 @@ pub fn posterior_svg(title: &str, panels: &[Panel<'_>]) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
         let fail = |e: &dyn std::fmt::Display| {
-            Error::BadInput(format!("figure `{title}`: cannot draw: {e}"))
+            Error::Internal(format!("figure `{title}`: cannot draw: {e}"))
         };
         root.fill(&WHITE).map_err(|e| fail(&e))?;
         let (head, body) = root.split_vertically(60);
@@ -72,7 +72,7 @@ pub fn posterior_svg(title: &str, panels: &[Panel<'_>]) -> Result<String> {
                 .filter(|d| d.is_finite())
                 .collect();
             if finite.is_empty() {
-                return Err(Error::BadInput(format!(
+                return Err(Error::Internal(format!(
                     "figure `{title}`: panel `{}` has no finite draws",
                     panel.title
                 )));

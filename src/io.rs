@@ -118,7 +118,7 @@ impl ResumableJsonl {
         let mut buf = Vec::new();
         for (_, record) in records {
             serde_json::to_writer(&mut buf, record)
-                .map_err(|e| Error::BadInput(format!("cannot serialise a record: {e}")))?;
+                .map_err(|e| Error::Internal(format!("cannot serialise a record: {e}")))?;
             buf.push(b'\n');
         }
         self.file

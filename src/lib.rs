@@ -8,11 +8,13 @@
 //! - [`best_mcmc`]: BEST by MCMC and the toxic-rate comparison.
 #![deny(missing_docs)]
 
+pub mod engines;
 pub mod error;
 pub mod figures;
 pub mod io;
 pub mod model_stages;
 pub mod plan;
+pub mod progress;
 pub mod records;
 pub mod report;
 pub mod runner;

@@ -9,28 +9,14 @@
 use crate::error::{Error, Result};
 use crate::io::ResumableJsonl;
 use crate::plan::Unit;
-use crate::runner::progress_bar;
+use crate::progress::{progress_bar, test_stall};
 use crate::stages::{ADAPTER_DIR, GENERATIONS_FILE, SCORES_FILE, read_prompt_set};
 use crate::study::{Dtype, Location, Model, ModelSource, Study, Template, TooLong};
+use hub_source::{Hub, HubRepo, RepoKind, Source};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 pub use crate::records::{GenerationLine, GenerationRecord, ScoredRecord};
-
-/// A testing aid: `TOXDRIFT_TEST_STALL_MS=N` makes every append (and every training step) pause
-/// for N milliseconds afterwards, so a test can kill the process in the middle of a stage.
-fn test_stall() {
-    static STALL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    let stall = STALL.get_or_init(|| {
-        std::env::var("TOXDRIFT_TEST_STALL_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_millis)
-    });
-    if let Some(d) = stall {
-        std::thread::sleep(*d);
-    }
-}
 
 /// Prompts per append (and per fsync) in generation: a few batches.
 const GEN_CHUNK_BATCHES: usize = 4;
@@ -46,34 +32,30 @@ fn gen_dtype(d: Dtype) -> gen_engine::DTypeChoice {
     }
 }
 
-fn engine_source(l: &Location) -> gen_engine::ModelSource {
-    match l {
-        Location::Local(p) => gen_engine::ModelSource::Local(p.clone()),
-        Location::Hub { repo, revision } => gen_engine::ModelSource::Hub {
-            repo: repo.clone(),
-            revision: revision.clone(),
-        },
-    }
+/// The [`hub_source::Source`] of a study location (a hub repo of `kind`).
+fn engine_source(l: &Location, kind: RepoKind) -> Result<Source> {
+    Ok(match l {
+        Location::Local(p) => Source::Local(p.clone()),
+        Location::Hub { repo, revision } => Source::hub(
+            HubRepo::new(repo, kind)
+                .and_then(|r| r.with_revision(revision))
+                .map_err(toxprompts::Error::from)?,
+        ),
+    })
 }
 
 /// A local directory for a PEFT adapter: as given, or its files fetched from the hub cache.
 fn adapter_dir(l: &Location) -> Result<PathBuf> {
-    match l {
-        Location::Local(p) => Ok(p.clone()),
-        Location::Hub { repo, revision } => {
-            use toxprompts::hub::{Hub, HubRepo, RepoKind};
-            let hub = Hub::from_env();
-            let r = HubRepo::new(repo, RepoKind::Model)
-                .and_then(|r| r.with_revision(revision))
-                .map_err(toxprompts::Error::from)?;
-            hub.get(&r, "adapter_model.safetensors")
-                .map_err(toxprompts::Error::from)?;
-            let cfg = hub
-                .get(&r, "adapter_config.json")
-                .map_err(toxprompts::Error::from)?;
-            Ok(cfg.parent().map(Path::to_path_buf).unwrap_or_default())
-        }
-    }
+    let snap = match engine_source(l, RepoKind::Model)? {
+        Source::Local(p) => return Ok(p),
+        hub => hub.snapshot(&Hub::from_env()),
+    };
+    snap.file("adapter_model.safetensors")
+        .map_err(toxprompts::Error::from)?;
+    let cfg = snap
+        .file("adapter_config.json")
+        .map_err(toxprompts::Error::from)?;
+    Ok(cfg.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
 /// The checkpoint (and adapter) a model of the study generates with; `trained` is the adapter
@@ -131,7 +113,7 @@ pub fn run_generate(
             opts = opts.with_adapter(dir, true)?;
         }
         tracing::info!("loading {} ({})", model.name, ckpt);
-        let lm = gen_engine::load(&engine_source(&ckpt), &opts)?;
+        let lm = gen_engine::load(&engine_source(&ckpt, RepoKind::Model)?, &opts)?;
         let g = &study.generation;
         let params = gen_engine::GenerateParams::new()
             .max_new_tokens(g.max_new_tokens)
@@ -297,29 +279,6 @@ pub fn score_into(
     Ok(appended)
 }
 
-/// The target modules of the paper's recipe for a checkpoint, by its `architectures[0]`.
-pub fn default_targets(model_dir: &Path) -> Result<Vec<String>> {
-    let path = model_dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::BadInput(format!("{}: {e}", path.display())))?;
-    let arch = v["architectures"][0].as_str().unwrap_or("");
-    let names: &[&str] = if arch.starts_with("Phi3") {
-        &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
-    } else {
-        &[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-    };
-    Ok(names.iter().map(|s| s.to_string()).collect())
-}
-
 /// The finetune unit: LoRA on `base` with the study's recipe; the PEFT adapter goes to
 /// `adapter/` in the unit directory, with checkpoints beside it for resuming.
 pub fn run_finetune(study: &Study, unit: &Unit, base: &Model, progress: bool) -> Result<Value> {
@@ -337,24 +296,16 @@ pub fn run_finetune(study: &Study, unit: &Unit, base: &Model, progress: bool) ->
         )));
     }
     let r = &study.finetune;
-    let hub = toxprompts::hub::Hub::from_env();
-    let model_dir = engine_source(model).resolve(&hub)?;
-    let data = match &r.data {
-        Location::Local(p) => p.display().to_string(),
-        Location::Hub { repo, revision } => {
-            use toxprompts::hub::{HubRepo, RepoKind};
-            let hr = HubRepo::new(repo, RepoKind::Dataset)
-                .and_then(|h| h.with_revision(revision))
-                .map_err(toxprompts::Error::from)?;
-            hub.get(&hr, lora_train::data::DOLLY_FILE)
-                .map_err(toxprompts::Error::from)?
-                .display()
-                .to_string()
-        }
-    };
+    let hub = Hub::from_env();
+    let model_dir = gen_engine::checkpoint_dir(&engine_source(model, RepoKind::Model)?, &hub)?;
+    let data = engine_source(&r.data, RepoKind::Dataset)?
+        .fetch_file(&hub, lora_train::data::DOLLY_FILE)
+        .map_err(toxprompts::Error::from)?
+        .display()
+        .to_string();
     let targets = match &r.targets {
         Some(t) => t.clone(),
-        None => default_targets(&model_dir)?,
+        None => gen_engine::models::default_lora_targets(&model_dir)?,
     };
     let device = gen_engine::parse_device(&study.device)?;
     let mut train = lora_train::trainer::TrainParams::default();

@@ -126,7 +126,7 @@ impl Unit {
             outputs,
         };
         let mut text = serde_json::to_string_pretty(&m)
-            .map_err(|e| Error::BadInput(format!("cannot serialise a manifest: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot serialise a manifest: {e}")))?;
         text.push('\n');
         write_atomic(self.manifest_path(), text.as_bytes())
     }

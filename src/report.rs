@@ -547,7 +547,7 @@ pub fn write_report(report: &Report, study: &Study, out: &Path) -> Result<Vec<Pa
     write_atomic(&md, render_markdown(report, study).as_bytes())?;
     let json = out.join("report.json");
     let mut text = serde_json::to_string_pretty(report)
-        .map_err(|e| Error::BadInput(format!("cannot serialise the report: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot serialise the report: {e}")))?;
     text.push('\n');
     write_atomic(&json, text.as_bytes())?;
     Ok(vec![md, json])

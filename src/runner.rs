@@ -39,22 +39,6 @@ pub struct RunSummary {
     pub files: Vec<PathBuf>,
 }
 
-/// A progress bar for a long stage: position, rate and ETA.
-pub fn progress_bar(show: bool, len: u64, prefix: impl Into<String>) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:>24} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta}) {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_prefix(prefix.into());
-    pb
-}
-
 /// Runs a study: every pending unit, then the report. With `dry_run`, only plans.
 pub fn run(study: &Study, opts: &RunOptions) -> Result<RunSummary> {
     let plan = Plan::new(study);
@@ -112,8 +96,8 @@ fn dep<'a>(plan: &'a Plan, unit: &Unit, stage: Stage) -> Result<&'a Unit> {
         .map(|&i| &plan.units[i])
         .find(|u| u.stage == stage)
         .ok_or_else(|| {
-            Error::BadInput(format!(
-                "internal plan error: {} {} has no {} input",
+            Error::Internal(format!(
+                "plan: {} {} has no {} input",
                 unit.stage.as_str(),
                 unit.name,
                 stage.as_str()
@@ -183,7 +167,7 @@ fn run_unit(
 }
 
 fn missing(name: &str) -> Error {
-    Error::BadInput(format!("internal plan error: `{name}` is not in the study"))
+    Error::Internal(format!("plan: `{name}` is not in the study"))
 }
 
 fn source_text(s: &ModelSource) -> String {

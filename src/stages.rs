@@ -36,14 +36,15 @@ pub const DRAWS_FILE: &str = "mu_diff_draws.json";
 
 fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     let mut text = serde_json::to_string_pretty(v)
-        .map_err(|e| Error::BadInput(format!("cannot serialise: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot serialise: {e}")))?;
     text.push('\n');
     Ok(text.into_bytes())
 }
 
 /// The prompts unit: builds the seeded prompt set and writes `prompts.jsonl`.
 pub fn build_prompts(study: &Study, unit: &Unit) -> Result<Value> {
-    use toxprompts::hub::{CEB_DIR, Hub, HubRepo, RTP_FILE};
+    use hub_source::{Hub, HubRepo};
+    use toxprompts::sources::{CEB_DIR, RTP_FILE};
     let p = &study.prompts;
     let hub = Hub::from_env();
     let rtp = match &p.rtp {

@@ -102,3 +102,52 @@ fn bad_input_exits_with_code_2() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn phi3_defaults_to_its_fused_targets() {
+    // Without --targets the model family's projections are trained: Phi-3's fused four (the
+    // Llama seven would fail with "`q_proj` matches no linear module").
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("adapter");
+    let model = fixtures().join("lora/phi3");
+    let data = fixtures().join("samples/dolly/databricks-dolly-15k.jsonl");
+    let o = finetune(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-len",
+        "32",
+        "--limit",
+        "4",
+        "--r",
+        "2",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--max-steps",
+        "1",
+        "--checkpoint-every",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    let mut targets: Vec<&str> = cfg["target_modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(
+        targets,
+        ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"],
+        "{cfg}"
+    );
+    assert!(out.join("adapter_model.safetensors").is_file());
+}

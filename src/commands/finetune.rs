@@ -36,9 +36,10 @@ pub enum Dtype {
 /// Fine-tune a model with LoRA on an instruction dataset (Dolly-15k by default) and save a PEFT
 /// adapter (`adapter_config.json` + `adapter_model.safetensors`) that Python's PEFT loads.
 ///
-/// Defaults are the authors' recipe: r 16, alpha 16, dropout 0, the seven projections, one
-/// epoch, batch 2 × accumulation 8, AdamW lr 2e-4 with weight decay 0.01, 5 warm-up steps then
-/// linear decay, clip 1.0, seed 3407, max length 2048, loss on all tokens, the `[INST]` template.
+/// Defaults are the authors' recipe: r 16, alpha 16, dropout 0, every projection of the model
+/// family (Llama-style seven, Phi-3's fused four), one epoch, batch 2 × accumulation 8, AdamW
+/// lr 2e-4 with weight decay 0.01, 5 warm-up steps then linear decay, clip 1.0, seed 3407, max
+/// length 2048, loss on all tokens, the `[INST]` template.
 /// Checkpoints go to OUT/checkpoints/; `--resume` continues a killed run exactly.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -86,13 +87,11 @@ pub struct Args {
     /// LoRA dropout.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
-    /// Target modules (PEFT names, comma separated); Phi-3: qkv_proj,o_proj,gate_up_proj,down_proj.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    )]
-    pub targets: Vec<String>,
+    /// Target modules (PEFT names, comma separated). Default: the model family's projections
+    /// (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj; Phi-3:
+    /// qkv_proj,o_proj,gate_up_proj,down_proj).
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
     /// rsLoRA scaling (alpha / sqrt(r)).
     #[arg(long)]
     pub rslora: bool,
@@ -164,6 +163,15 @@ pub struct Args {
     pub device: String,
 }
 
+/// The LoRA targets of the family of `model` (a directory or a hub id, resolved through the HF
+/// cache as the fine-tune itself will).
+fn family_targets(model: &str) -> Result<Vec<String>> {
+    let source = hub_source::Source::parse(model, hub_source::RepoKind::Model)
+        .map_err(gen_engine::Error::from)?;
+    let dir = gen_engine::checkpoint_dir(&source, &hub_source::Hub::from_env())?;
+    Ok(gen_engine::models::default_lora_targets(&dir)?)
+}
+
 /// Runs `toxdrift finetune`.
 pub fn run(args: Args) -> Result<()> {
     let mut fields = match args.format {
@@ -182,6 +190,10 @@ pub fn run(args: Args) -> Result<()> {
     let template: Template = args.template.parse()?;
     let loss_on: LossOn = args.loss_on.parse()?;
     let schedule: Schedule = args.schedule.parse()?;
+    let targets = match args.targets {
+        Some(t) => t,
+        None => family_targets(&args.model)?,
+    };
     let spec = FinetuneSpec {
         model: args.model.clone(),
         base_model_name: args.base_model_name,
@@ -195,7 +207,7 @@ pub fn run(args: Args) -> Result<()> {
             r: args.r,
             alpha: args.alpha,
             dropout: args.dropout,
-            targets: args.targets,
+            targets,
             use_rslora: args.rslora,
             init_seed: args.seed,
         },

@@ -3,13 +3,11 @@
 
 use std::path::PathBuf;
 
-use gen_engine::{
-    DTypeChoice, GenerateParams, Generator, LoadOptions, ModelSource, TruncationPolicy,
-};
+use gen_engine::{DTypeChoice, GenerateParams, Generator, LoadOptions, TruncationPolicy};
 use toxdrift::error::{Error, Result};
 use toxdrift::io::ResumableJsonl;
 use toxdrift::model_stages::generate_into;
-use toxdrift::runner::progress_bar;
+use toxdrift::progress::progress_bar;
 
 /// Generate continuations for every prompt (greedy, left-padded batches, as the study ran it).
 #[derive(Debug, clap::Args)]
@@ -72,7 +70,8 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let source = ModelSource::parse(&args.model);
+    let source = hub_source::Source::parse(&args.model, hub_source::RepoKind::Model)
+        .map_err(gen_engine::Error::from)?;
     let mut opts = LoadOptions {
         dtype: DTypeChoice::parse(&args.dtype)?,
         device: Some(gen_engine::parse_device(&args.device)?),

@@ -1,9 +1,10 @@
 //! `toxdrift prompts`: build the study's prompt set (design.md §4) and write it as prompts JSONL.
 
+use hub_source::{Hub, RepoKind, Source};
 use std::path::PathBuf;
 use toxdrift::error::{Error, Result};
-use toxdrift::toxprompts::hub::{CEB_DIR, Hub, Location, RTP_FILE, RepoKind};
-use toxdrift::toxprompts::{CebAxis, CebSet, OnBadRecord, PromptSetParams};
+use toxdrift::toxprompts::sources::{ceb_set, rtp_path};
+use toxdrift::toxprompts::{OnBadRecord, PromptSetParams};
 
 /// Build the prompt set: uniform random and severe RealToxicityPrompts prompts plus CEB prompts
 /// per bias axis (the paper: 1,000 + 1,000 + 4 × 100), seeded, written atomically as JSONL.
@@ -45,7 +46,7 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-fn hub_error(e: toxdrift::toxprompts::hub::HubError) -> Error {
+fn hub_error(e: hub_source::HubError) -> Error {
     Error::from(toxdrift::toxprompts::Error::from(e))
 }
 
@@ -68,12 +69,10 @@ pub fn run(args: Args) -> Result<()> {
     let hub = Hub::from_env();
 
     let rtp_path = match (&args.rtp, params.random() + params.severe() > 0) {
-        (Some(spec), true) => Some(
-            match Location::parse(spec, RepoKind::Dataset).map_err(hub_error)? {
-                Location::Local(p) => p,
-                Location::Hub(repo) => hub.get(&repo, RTP_FILE).map_err(hub_error)?,
-            },
-        ),
+        (Some(spec), true) => Some(rtp_path(
+            &Source::parse(spec, RepoKind::Dataset).map_err(hub_error)?,
+            &hub,
+        )?),
         (None, true) => {
             return Err(Error::BadInput(
                 "--rtp is required unless --random and --severe are both 0".into(),
@@ -82,19 +81,11 @@ pub fn run(args: Args) -> Result<()> {
         (_, false) => None,
     };
     let ceb = match (&args.ceb, params.per_axis() > 0) {
-        (Some(spec), true) => Some(
-            match Location::parse(spec, RepoKind::Dataset).map_err(hub_error)? {
-                Location::Local(dir) => CebSet::from_dir(dir, policy)?,
-                Location::Hub(repo) => {
-                    let files = CebAxis::ALL
-                        .iter()
-                        .map(|a| hub.get(&repo, &format!("{CEB_DIR}/{}", a.file_name())))
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(hub_error)?;
-                    CebSet::from_files(&files, policy)?
-                }
-            },
-        ),
+        (Some(spec), true) => Some(ceb_set(
+            &Source::parse(spec, RepoKind::Dataset).map_err(hub_error)?,
+            &hub,
+            policy,
+        )?),
         (None, true) => {
             return Err(Error::BadInput(
                 "--ceb is required unless --per-axis is 0".into(),

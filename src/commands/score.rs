@@ -10,8 +10,8 @@ use toxdrift::error::Result;
 use toxdrift::gen_engine;
 use toxdrift::io::ResumableJsonl;
 use toxdrift::model_stages::score_into;
+use toxdrift::progress::progress_bar;
 use toxdrift::records::read_generations;
-use toxdrift::runner::progress_bar;
 
 /// Score the continuations of a generations file with the RoBERTa hate-speech classifier.
 #[derive(Debug, clap::Args)]

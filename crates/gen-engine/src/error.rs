@@ -170,17 +170,10 @@ pub enum Error {
         /// Why it cannot be used.
         msg: String,
     },
-    /// A hub repository or file could not be resolved.
-    #[error("hub `{repo}`: {msg}")]
-    Hub {
-        /// The repository id (and revision).
-        repo: String,
-        /// What went wrong (never includes the token).
-        msg: String,
-        /// Whether the user is at fault (a bad id, a file missing from the offline cache) rather
-        /// than the network.
-        bad_input: bool,
-    },
+    /// A hub repository or a checkpoint file could not be resolved (a bad id, a file missing
+    /// from the offline cache or the directory, a bad shard index, a failed download).
+    #[error(transparent)]
+    Hub(#[from] hub_source::HubError),
     /// A parameter (of a builder or a forward call) is out of range.
     #[error("invalid parameter `{name}`: {msg}")]
     InvalidParam {
@@ -199,7 +192,7 @@ impl Error {
     /// the machine.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Error::Hub { bad_input, .. } => *bad_input,
+            Error::Hub(e) => e.is_bad_input(),
             Error::Io { .. } | Error::Candle(_) => false,
             _ => true,
         }

@@ -7,29 +7,14 @@
 //! id or after `max_new_tokens`; finished rows leave the batch.
 
 use crate::error::{Error, Result};
+use crate::loader::LoadedModel;
 use crate::models::{CausalLm, ForwardCtx};
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Tensor};
 
-/// Why a row stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinishReason {
-    /// It produced an EOS id (included in the token ids).
-    Eos,
-    /// It reached `max_new_tokens`.
-    Length,
-}
-
-impl FinishReason {
-    /// `eos` or `length` (the generations JSONL spelling).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Eos => "eos",
-            Self::Length => "length",
-        }
-    }
-}
+/// Why a row stopped: [`FinishReason::Eos`] (it produced an EOS id, included in the token ids)
+/// or [`FinishReason::Length`] (it reached `max_new_tokens`). The one enum of `engine-api`.
+pub use engine_api::FinishReason;
 
 /// What to do with a prompt that does not fit the context window with its new tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +25,16 @@ pub enum TruncationPolicy {
     /// Keep the prompt's last tokens (and its first token when it is BOS) so that prompt plus
     /// new tokens fill the window exactly.
     LeftTruncate,
+}
+
+impl TruncationPolicy {
+    /// `error` or `truncate-left` (the study file's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::LeftTruncate => "truncate-left",
+        }
+    }
 }
 
 /// One prompt's result.
@@ -420,6 +415,142 @@ impl<'a> Generator<'a> {
     }
 }
 
+/// A generator that owns its model: a [`LoadedModel`] and validated [`GenerateParams`].
+///
+/// [`Generator`] borrows its model and tokenizer; this owns them, so a caller can keep one in a
+/// `Box<dyn engine_api::TextGenerator>`. Through [`engine_api::TextGenerator::complete`] it
+/// generates exactly as [`Generator::generate_with_progress`] (token ids always present).
+///
+/// ```
+/// use engine_api::TextGenerator;
+/// use gen_engine::{GenerateParams, LoadOptions, LocalGenerator};
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/gen/llama");
+/// let m = gen_engine::load_dir(dir.as_ref(), &LoadOptions::default())?;
+/// let params = GenerateParams::new().max_new_tokens(4).batch_size(8);
+/// let g: Box<dyn TextGenerator> = Box::new(LocalGenerator::new(m, params)?.with_model_name("tiny"));
+/// let out = g.complete(&["Hello"], &mut |_| {})?;
+/// assert!(out[0].token_ids.as_ref().is_some_and(|ids| ids.len() <= 4));
+/// assert_eq!(g.describe().model, "tiny");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct LocalGenerator {
+    loaded: LoadedModel,
+    params: GenerateParams,
+    pad: u32,
+    name: String,
+}
+
+impl LocalGenerator {
+    /// An owning generator; the parameters are validated here (as [`Generator::new`] does), and
+    /// the model is named by its directory until [`LocalGenerator::with_model_name`].
+    pub fn new(loaded: LoadedModel, params: GenerateParams) -> Result<Self> {
+        let g = Generator::new(
+            loaded.model.as_ref(),
+            &loaded.tokenizer,
+            &loaded.eos_token_ids,
+            params,
+        )?;
+        let (pad, params) = (g.pad, g.params);
+        let name = loaded.dir.display().to_string();
+        Ok(Self {
+            loaded,
+            params,
+            pad,
+            name,
+        })
+    }
+
+    /// Names the model in [`engine_api::TextGenerator::describe`] (a hub id, a study's model
+    /// name) instead of its directory.
+    pub fn with_model_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The borrowing generator over this model.
+    pub fn generator(&self) -> Generator<'_> {
+        Generator {
+            model: self.loaded.model.as_ref(),
+            tokenizer: &self.loaded.tokenizer,
+            eos: self.loaded.eos_token_ids.clone(),
+            pad: self.pad,
+            params: self.params.clone(),
+        }
+    }
+
+    /// The loaded model.
+    pub fn loaded(&self) -> &LoadedModel {
+        &self.loaded
+    }
+
+    /// Gives the loaded model back.
+    pub fn into_loaded(self) -> LoadedModel {
+        self.loaded
+    }
+
+    /// The validated parameters.
+    pub fn params(&self) -> &GenerateParams {
+        &self.params
+    }
+}
+
+impl engine_api::TextGenerator for LocalGenerator {
+    fn describe(&self) -> engine_api::EngineInfo {
+        let info = self.loaded.model.info();
+        let p = &self.params;
+        let device = match info.device.location() {
+            candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        };
+        engine_api::EngineInfo {
+            backend: env!("CARGO_PKG_NAME").to_string(),
+            model: self.name.clone(),
+            settings: serde_json::json!({
+                "architecture": info.architecture,
+                "dtype": info.dtype.as_str(),
+                "device": device,
+                "max_new_tokens": p.max_new_tokens,
+                "min_new_tokens": p.min_new_tokens,
+                "batch_size": p.batch_size,
+                "pad_token_id": self.pad,
+                "eos_token_ids": self.loaded.eos_token_ids,
+                "truncation": p.truncation.as_str(),
+                "chat_template": p.chat_template,
+                "bucket_by_length": p.bucket_by_length,
+            }),
+        }
+    }
+
+    fn preferred_batch_size(&self) -> usize {
+        self.params.batch_size
+    }
+
+    fn complete(
+        &self,
+        prompts: &[&str],
+        progress: &mut dyn FnMut(usize),
+    ) -> engine_api::Result<Vec<engine_api::Completion>> {
+        let gens = self.generator().generate_with_progress(prompts, progress)?;
+        Ok(gens
+            .into_iter()
+            .map(|g| engine_api::Completion {
+                text: g.text,
+                token_ids: Some(g.token_ids),
+                finish_reason: g.finish_reason,
+            })
+            .collect())
+    }
+}
+
+/// gen-engine's errors cross the seam with their bad-input verdict ([`Error::is_bad_input`]).
+impl From<Error> for engine_api::Error {
+    fn from(e: Error) -> Self {
+        engine_api::Error::backend(e.is_bad_input(), e)
+    }
+}
+
 fn mask_tensor(mask: &[Vec<u8>], device: &candle_core::Device) -> Result<Tensor> {
     let b = mask.len();
     let t = mask.first().map(|m| m.len()).unwrap_or(0);
@@ -453,4 +584,80 @@ fn argmax_rows(logits: &Tensor, banned: &[u32], suppress: &[bool]) -> Result<Vec
             best.unwrap_or(0) as u32
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loader::{LoadOptions, load_dir};
+    use engine_api::TextGenerator;
+
+    fn fixture(name: &str) -> LoadedModel {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/gen")
+            .join(name);
+        load_dir(&dir, &LoadOptions::default()).expect("fixture loads")
+    }
+
+    #[test]
+    fn the_generator_seam_gives_the_borrowing_generator_s_output() {
+        let prompts = [
+            "The tiny robot walked to the market",
+            "Hello",
+            "Once upon a time, in a land far away, there lived",
+        ];
+        for family in ["llama", "phi3"] {
+            let params = GenerateParams::new().max_new_tokens(6).batch_size(2);
+            let m = fixture(family);
+            let (mut direct_calls, mut seam_calls) = (Vec::new(), Vec::new());
+            let direct = Generator::new(
+                m.model.as_ref(),
+                &m.tokenizer,
+                &m.eos_token_ids,
+                params.clone(),
+            )
+            .unwrap()
+            .generate_with_progress(&prompts, &mut |n| direct_calls.push(n))
+            .unwrap();
+            let local = LocalGenerator::new(m, params).unwrap();
+            assert_eq!(local.preferred_batch_size(), 2);
+            let boxed: Box<dyn TextGenerator> = Box::new(local);
+            let seam = boxed
+                .complete(&prompts, &mut |n| seam_calls.push(n))
+                .unwrap();
+            assert_eq!(direct_calls, seam_calls);
+            assert_eq!(seam.len(), direct.len());
+            for (s, d) in seam.iter().zip(&direct) {
+                assert_eq!(s.text, d.text);
+                assert_eq!(s.token_ids.as_deref(), Some(d.token_ids.as_slice()));
+                assert_eq!(s.finish_reason, d.finish_reason);
+            }
+            let info = boxed.describe();
+            assert_eq!(info.backend, "gen-engine");
+            assert_eq!(info.settings["max_new_tokens"], 6);
+            assert_eq!(info.settings["truncation"], "error");
+        }
+    }
+
+    #[test]
+    fn errors_keep_their_verdict_across_the_seam() {
+        let local = LocalGenerator::new(fixture("llama"), GenerateParams::new()).unwrap();
+        let e = local.complete(&[], &mut |_| {}).unwrap_err();
+        assert!(e.is_bad_input());
+        assert_eq!(e.to_string(), Error::EmptyPrompts.to_string());
+        assert!(matches!(
+            e.downcast_ref::<Error>(),
+            Some(Error::EmptyPrompts)
+        ));
+        let internal: engine_api::Error = Error::Candle(candle_core::Error::Msg("x".into())).into();
+        assert!(!internal.is_bad_input());
+        // Invalid parameters are refused when the owning generator is built.
+        assert!(matches!(
+            LocalGenerator::new(fixture("llama"), GenerateParams::new().batch_size(0)),
+            Err(Error::InvalidParam {
+                name: "batch_size",
+                ..
+            })
+        ));
+    }
 }

@@ -15,10 +15,13 @@
 //!   ([`LoraLinear::into_packed`]); training keeps a differentiable layout.
 //! - [`weights::Checkpoint`] reads one or sharded safetensors files, memory-mapped;
 //!   [`load`] / [`load_dir`] resolve a local directory or a hub id (through the shared Hugging
-//!   Face cache of `toxprompts::hub`) and pick the family from `architectures[0]`.
+//!   Face cache of [`hub_source`]) and pick the family from `architectures[0]`.
 //! - [`Generator`] does batched greedy generation (left padding, pad = EOS, per-row positions,
 //!   KV cache, per-row EOS stop, `max_new_tokens` 50), as transformers'
 //!   `generate(do_sample=False)`.
+//! - [`LocalGenerator`] owns a [`LoadedModel`] and its parameters and implements
+//!   [`engine_api::TextGenerator`], the seam through which the toxdrift facade drives any
+//!   generation backend; [`FinishReason`] is engine-api's.
 //!
 //! ```
 //! use gen_engine::{GenerateParams, Generator, LoadOptions};
@@ -59,8 +62,11 @@ pub mod generate;
 pub mod loader;
 pub mod tokenizer;
 
-pub use generate::{FinishReason, GenerateParams, Generation, Generator, TruncationPolicy};
+pub use generate::{
+    FinishReason, GenerateParams, Generation, Generator, LocalGenerator, TruncationPolicy,
+};
+pub use hub_source::{Hub, Source};
 pub use loader::{
-    DTypeChoice, LoadOptions, LoadedModel, ModelSource, load, load_dir, parse_device,
+    DTypeChoice, LoadOptions, LoadedModel, checkpoint_dir, load, load_dir, parse_device,
 };
 pub use tokenizer::TextTokenizer;

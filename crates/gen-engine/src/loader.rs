@@ -1,7 +1,7 @@
 //! Loading a checkpoint: a local directory or a hub id (`owner/name[@revision]`) through the
-//! Hugging Face cache (`toxprompts::hub`: `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`,
-//! `HF_TOKEN` — the token is never logged), its config, safetensors weights, tokenizer and EOS
-//! ids, optionally with a PEFT adapter.
+//! Hugging Face cache ([`hub_source`]: `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_TOKEN` —
+//! the token is never logged), its config, safetensors weights, tokenizer and EOS ids,
+//! optionally with a PEFT adapter.
 
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LinearFactory, LoraPlan, LoraVars};
@@ -9,134 +9,52 @@ use crate::models::{self, CausalLm};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{Checkpoint, Weights};
 use candle_core::{DType, Device};
+use hub_source::{Hub, Source};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use toxprompts::hub::{Hub, HubRepo, RepoKind};
 
-/// Where a model comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelSource {
-    /// A local checkpoint directory.
-    Local(PathBuf),
-    /// A hub repo id and revision (`main` by default).
-    Hub {
-        /// `owner/name`.
-        repo: String,
-        /// Branch, tag or commit.
-        revision: String,
-    },
-}
-
-impl ModelSource {
-    /// Parses `DIR` (an existing directory, or anything that starts with `.`, `/` or `~`) or
-    /// `owner/name[@revision]`.
-    pub fn parse(spec: &str) -> Self {
-        let p = Path::new(spec);
-        if p.is_dir() || spec.starts_with('.') || spec.starts_with('/') || spec.starts_with('~') {
-            return Self::Local(p.to_path_buf());
-        }
-        match spec.split_once('@') {
-            Some((repo, rev)) => Self::Hub {
-                repo: repo.to_string(),
-                revision: rev.to_string(),
-            },
-            None if spec.matches('/').count() == 1 => Self::Hub {
-                repo: spec.to_string(),
-                revision: "main".into(),
-            },
-            None => Self::Local(p.to_path_buf()),
-        }
-    }
-
-    /// A short name for records (`owner/name@rev` or the directory's name).
-    pub fn display_name(&self) -> String {
-        match self {
-            Self::Local(p) => p.display().to_string(),
-            Self::Hub { repo, revision } if revision == "main" => repo.clone(),
-            Self::Hub { repo, revision } => format!("{repo}@{revision}"),
-        }
-    }
-
-    /// Resolves to a local directory holding `config.json`, the tokenizer and the safetensors
-    /// weights (for a hub repo: the cache snapshot, downloading missing files unless offline).
-    pub fn resolve(&self, hub: &Hub) -> Result<PathBuf> {
-        match self {
-            Self::Local(p) => {
-                if !p.is_dir() {
-                    return Err(Error::MissingFile {
-                        path: p.clone(),
-                        what: "checkpoint directory".into(),
-                    });
-                }
-                Ok(p.clone())
+/// Resolves a model source to a local directory holding `config.json`, `tokenizer.json` and the
+/// safetensors weights: a local directory as given; for a hub repo, the cache snapshot,
+/// downloading missing files unless the hub is offline.
+pub fn checkpoint_dir(source: &Source, hub: &Hub) -> Result<PathBuf> {
+    match source {
+        Source::Local(p) => {
+            if !p.is_dir() {
+                return Err(Error::MissingFile {
+                    path: p.clone(),
+                    what: "checkpoint directory".into(),
+                });
             }
-            Self::Hub { repo, revision } => {
-                let hub_err = |e: toxprompts::hub::HubError| Error::Hub {
-                    repo: format!("{repo}@{revision}"),
-                    bad_input: e.is_bad_input(),
-                    msg: e.to_string(),
-                };
-                let r = HubRepo::new(repo, RepoKind::Model)
-                    .and_then(|r| r.with_revision(revision))
-                    .map_err(|e| Error::Config {
-                        path: PathBuf::from(repo),
-                        key: "model".into(),
-                        msg: e.to_string(),
-                    })?;
-                let get = |f: &str| hub.get(&r, f);
-                let config = get("config.json").map_err(hub_err)?;
-                let dir =
-                    config
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .ok_or_else(|| Error::MissingFile {
-                            path: config.clone(),
-                            what: "the snapshot directory".into(),
-                        })?;
-                get("tokenizer.json").map_err(hub_err)?;
-                for optional in [
-                    "tokenizer_config.json",
-                    "generation_config.json",
-                    "special_tokens_map.json",
-                ] {
-                    let _ = get(optional);
-                }
-                match get("model.safetensors.index.json") {
-                    Ok(index) => {
-                        let text =
-                            std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-                        let v: serde_json::Value =
-                            serde_json::from_str(&text).map_err(|source| Error::Json {
-                                path: index.clone(),
-                                source,
-                            })?;
-                        let mut files: Vec<String> = v
-                            .get("weight_map")
-                            .and_then(|m| m.as_object())
-                            .map(|m| {
-                                m.values()
-                                    .filter_map(|x| x.as_str().map(String::from))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        files.sort();
-                        files.dedup();
-                        for f in files {
-                            get(&f).map_err(hub_err)?;
-                        }
-                    }
-                    Err(_) => {
-                        get("model.safetensors").map_err(|e| Error::Hub {
-                            repo: format!("{repo}@{revision}"),
-                            bad_input: e.is_bad_input(),
-                            msg: format!(
-                                "no safetensors weights ({e}); pickle checkpoints are never loaded"
-                            ),
-                        })?;
-                    }
-                }
-                Ok(dir)
+            Ok(p.clone())
+        }
+        Source::Hub { file: Some(_), .. } => Err(Error::InvalidParam {
+            name: "model",
+            msg: format!(
+                "`{}` names one file; a checkpoint is a whole repo (config, tokenizer, \
+                 safetensors weights)",
+                source.display_name()
+            ),
+        }),
+        Source::Hub { file: None, .. } => {
+            let snap = source.snapshot(hub);
+            let config = snap.config()?;
+            let dir = config
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| Error::MissingFile {
+                    path: config.clone(),
+                    what: "the snapshot directory".into(),
+                })?;
+            snap.file("tokenizer.json")?;
+            for optional in [
+                "tokenizer_config.json",
+                "generation_config.json",
+                "special_tokens_map.json",
+            ] {
+                let _ = snap.optional(optional);
             }
+            snap.safetensors()?;
+            Ok(dir)
         }
     }
 }
@@ -276,10 +194,10 @@ fn ids_of(v: &serde_json::Value) -> Option<Vec<u32>> {
     }
 }
 
-/// Loads a model from a source.
-pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
+/// Loads a model from a source (a local directory or a hub repo; see [`checkpoint_dir`]).
+pub fn load(source: &Source, opts: &LoadOptions) -> Result<LoadedModel> {
     let hub = opts.hub.clone().unwrap_or_else(Hub::from_env);
-    let dir = source.resolve(&hub)?;
+    let dir = checkpoint_dir(source, &hub)?;
     load_dir(&dir, opts)
 }
 

@@ -125,29 +125,67 @@ impl TextTokenizer {
                 self.path.display()
             ))
         })?;
-        let mut env = minijinja::Environment::new();
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", tpl)
-            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        let t = env
-            .get_template("chat")
-            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        t.render(minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => prompt }],
-            add_generation_prompt => true,
-            bos_token => self.bos_token.clone().unwrap_or_default(),
-            eos_token => self.eos_token.clone().unwrap_or_default(),
+        render_chat_template(
+            tpl,
+            &[("user", prompt)],
+            true,
+            self.bos_token.as_deref().unwrap_or_default(),
+            self.eos_token.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+/// Renders a Hugging Face chat template (the Jinja `chat_template` of `tokenizer_config.json`,
+/// through minijinja) over a conversation of `(role, content)` turns, as transformers'
+/// `apply_chat_template(tokenize=False)`: the template sees `messages`, `add_generation_prompt`,
+/// `bos_token` and `eos_token`, and may call `raise_exception(msg)`.
+///
+/// The one renderer of the workspace: generation's [`TextTokenizer::apply_chat_template`] and
+/// lora-train's chat template both call it.
+///
+/// ```
+/// let tpl = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{{ eos_token }}\
+///            {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+/// let text = gen_engine::tokenizer::render_chat_template(tpl, &[("user", "Hi")], true, "<s>", "</s>")?;
+/// assert_eq!(text, "<s><|user|>Hi</s><|assistant|>");
+/// # Ok::<(), gen_engine::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::ChatTemplate`] when the template does not parse, fails to render or raises.
+pub fn render_chat_template(
+    template: &str,
+    messages: &[(&str, &str)],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| Error::ChatTemplate(e.to_string()))?;
+    let messages: Vec<_> = messages
+        .iter()
+        .map(|(role, content)| minijinja::context! { role => *role, content => *content })
+        .collect();
+    env.get_template("chat")
+        .and_then(|t| {
+            t.render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos_token,
+                eos_token => eos_token,
+            })
         })
         .map_err(|e| Error::ChatTemplate(e.to_string()))
-    }
 }
 
 /// transformers' `clean_up_tokenization`.

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::SafeTensors;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,36 +112,30 @@ impl Checkpoint {
     }
 
     /// Opens the weights of a checkpoint directory: `model.safetensors`, or the shards listed in
-    /// `model.safetensors.index.json`. A directory holding only pickle files is refused.
+    /// `model.safetensors.index.json` (found and parsed by [`hub_source::Snapshot`]). A directory
+    /// holding only pickle files is refused.
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index_path = dir.join("model.safetensors.index.json");
-        if index_path.is_file() {
-            let text =
-                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            #[derive(serde::Deserialize)]
-            struct Index {
-                weight_map: BTreeMap<String, String>,
-            }
-            let idx: Index = serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: index_path.clone(),
-                source,
-            })?;
-            let mut files: Vec<String> = idx.weight_map.values().cloned().collect();
-            files.sort();
-            files.dedup();
-            for f in &files {
-                if f.contains("..") || f.starts_with('/') {
-                    return Err(Error::config(
-                        &index_path,
-                        "weight_map",
-                        format!("shard `{f}` escapes the directory"),
-                    ));
+        let files = match hub_source::Snapshot::local(dir).safetensors() {
+            Ok(files) => files,
+            Err(hub_source::HubError::NoSafetensors { .. }) => {
+                let pickles = pickle_files(dir);
+                if !pickles.is_empty() {
+                    return Err(Error::PickleOnly {
+                        path: dir.to_path_buf(),
+                        files: pickles.join(", "),
+                    });
                 }
+                return Err(Error::MissingFile {
+                    path: dir.join(hub_source::SAFETENSORS_FILE),
+                    what: "safetensors weights (model.safetensors or model.safetensors.index.json)"
+                        .into(),
+                });
             }
-            let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
-            let mut ck = Self::open_files(&paths)?;
-            for (name, file) in &idx.weight_map {
+            Err(e) => return Err(e.into()),
+        };
+        let mut ck = Self::open_files(&files.files)?;
+        if let Some(index) = &files.index {
+            for (name, file) in index.weight_map() {
                 if !ck.index.contains_key(name) {
                     return Err(Error::MissingTensor {
                         path: dir.join(file),
@@ -149,23 +143,9 @@ impl Checkpoint {
                     });
                 }
             }
-            ck.origin = index_path;
-            return Ok(ck);
+            ck.origin = index.path().to_path_buf();
         }
-        if single.is_file() {
-            return Self::open_files(&[single]);
-        }
-        let pickles = pickle_files(dir);
-        if !pickles.is_empty() {
-            return Err(Error::PickleOnly {
-                path: dir.to_path_buf(),
-                files: pickles.join(", "),
-            });
-        }
-        Err(Error::MissingFile {
-            path: single,
-            what: "safetensors weights (model.safetensors or model.safetensors.index.json)".into(),
-        })
+        Ok(ck)
     }
 
     /// Whether a tensor is present.

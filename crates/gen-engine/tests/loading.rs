@@ -4,8 +4,8 @@ mod common;
 
 use candle_core::DType;
 use common::*;
-use gen_engine::{DTypeChoice, Error, ForwardCtx, LoadOptions, ModelSource};
-use toxprompts::hub::Hub;
+use gen_engine::{DTypeChoice, Error, ForwardCtx, Hub, LoadOptions, Source};
+use hub_source::{HubRepo, RepoKind};
 
 /// A cache laid out as huggingface_hub writes it: refs/<rev> → commit, snapshots/<commit>/files.
 fn fake_cache(files_from: &str) -> tempfile::TempDir {
@@ -33,14 +33,8 @@ fn hub_id_resolves_from_the_offline_cache() {
         hub: Some(Hub::with_cache_dir(cache.path()).offline(true)),
         ..LoadOptions::default()
     };
-    let src = ModelSource::parse("tiny/llama@main");
-    assert_eq!(
-        src,
-        ModelSource::Hub {
-            repo: "tiny/llama".into(),
-            revision: "main".into()
-        }
-    );
+    let src = Source::parse("tiny/llama@main", RepoKind::Model).unwrap();
+    assert_eq!(src, Source::hub(HubRepo::model("tiny/llama").unwrap()));
     let m = gen_engine::load(&src, &opts).unwrap();
     let (r, refs) = reference("llama");
     let logits = m
@@ -51,10 +45,18 @@ fn hub_id_resolves_from_the_offline_cache() {
         .unwrap();
     assert!(max_diff_real(&logits, &refs["logits"], &r.attention_mask) < 1e-4);
     // Offline, a repo absent from the cache is the user's problem, named in the error.
-    let e = gen_engine::load(&ModelSource::parse("tiny/absent"), &opts).unwrap_err();
+    let absent = Source::parse("tiny/absent", RepoKind::Model).unwrap();
+    let e = gen_engine::load(&absent, &opts).unwrap_err();
     assert!(matches!(e, Error::Hub { .. }), "{e}");
     assert!(e.is_bad_input(), "{e}");
     assert!(e.to_string().contains("tiny/absent"), "{e}");
+    // One file of a repo is not a checkpoint.
+    let one = Source::parse("tiny/llama:model.safetensors", RepoKind::Model).unwrap();
+    let e = gen_engine::load(&one, &opts).unwrap_err();
+    assert!(
+        e.is_bad_input() && e.to_string().contains("one file"),
+        "{e}"
+    );
 }
 
 #[test]

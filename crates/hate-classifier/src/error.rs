@@ -84,7 +84,7 @@ pub enum Error {
     },
     /// Resolving a hub id (offline cache miss, download failure, bad repo id).
     #[error(transparent)]
-    Hub(#[from] toxprompts::hub::HubError),
+    Hub(#[from] hub_source::HubError),
     /// A parameter of [`crate::ClassifierParams`] that is out of range.
     #[error("invalid parameter `{name}`: {message}")]
     InvalidParam {

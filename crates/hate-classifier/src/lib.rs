@@ -11,6 +11,11 @@
 //! [`HateClassifier::embed`] gives the pooled `<s>` sentence embedding. Options go through
 //! [`ClassifierParams`]. The classifier is `Send + Sync`: a service can share one.
 //!
+//! It is also an [`engine_api::TextScorer`] (labels from `id2label`, probabilities from
+//! [`HateClassifier::probabilities`], the rule from the configured label and threshold), the seam
+//! through which the toxdrift facade drives any scorer; its own [`HateClassifier::score`] and
+//! [`HateClassifier::is_toxic`] give the same numbers.
+//!
 //! On the CPU the forward pass packs a batch's texts into one padding-free matrix (see the
 //! `cpu` module's docs); on other devices it runs candle ops on length-bucketed padded batches.
 //!
@@ -37,8 +42,8 @@ mod tokenizer;
 pub use candle_core::Device;
 pub use config::Config;
 pub use error::{Error, Result};
+pub use hub_source::Hub;
 pub use model::RobertaForSequenceClassification;
-pub use toxprompts::hub::Hub;
 
 use candle_core::DType;
 use candle_nn::VarBuilder;
@@ -183,6 +188,15 @@ enum Engine {
     Candle(RobertaForSequenceClassification),
 }
 
+impl Engine {
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Cpu(_) => "cpu-packed",
+            Engine::Candle(_) => "candle",
+        }
+    }
+}
+
 /// A loaded RoBERTa hate-speech classifier with its tokenizer.
 pub struct HateClassifier {
     engine: Engine,
@@ -205,13 +219,7 @@ impl std::fmt::Debug for HateClassifier {
             .field("threshold", &self.threshold)
             .field("batch_size", &self.batch_size)
             .field("max_len", &self.max_len)
-            .field(
-                "engine",
-                &match self.engine {
-                    Engine::Cpu(_) => "cpu-packed",
-                    Engine::Candle(_) => "candle",
-                },
-            )
+            .field("engine", &self.engine.name())
             .finish()
     }
 }
@@ -406,5 +414,113 @@ impl HateClassifier {
             Engine::Cpu(_) => Device::Cpu,
             Engine::Candle(m) => m.device().clone(),
         }
+    }
+}
+
+impl engine_api::TextScorer for HateClassifier {
+    fn describe(&self) -> engine_api::EngineInfo {
+        let device = match self.device().location() {
+            candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        };
+        engine_api::EngineInfo {
+            backend: env!("CARGO_PKG_NAME").to_string(),
+            model: self.origin.display().to_string(),
+            settings: serde_json::json!({
+                "label": self.label(),
+                "threshold": self.threshold,
+                "batch_size": self.batch_size,
+                "max_len": self.max_len,
+                "device": device,
+                "engine": self.engine.name(),
+            }),
+        }
+    }
+
+    fn preferred_batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn toxicity_rule(&self) -> engine_api::ToxicityRule {
+        engine_api::ToxicityRule::new(self.label(), self.threshold)
+    }
+
+    fn label_probabilities(&self, texts: &[&str]) -> engine_api::Result<Vec<Vec<f32>>> {
+        Ok(self.probabilities(texts)?)
+    }
+}
+
+/// The classifier's errors cross the seam with their bad-input verdict
+/// ([`Error::is_bad_input`]).
+impl From<Error> for engine_api::Error {
+    fn from(e: Error) -> Self {
+        engine_api::Error::backend(e.is_bad_input(), e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine_api::TextScorer;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/classifier/vocab-merges"
+    );
+
+    #[test]
+    fn the_scorer_seam_gives_the_classifier_s_own_numbers() -> Result<()> {
+        let clf = HateClassifier::params()
+            .batch_size(2)
+            .threshold(0.25)
+            .load(FIXTURE)?;
+        let texts = [
+            "You are a stupid idiot.",
+            "The tiny robot walked to the market.",
+            "",
+        ];
+        let scores = clf.score(&texts)?;
+        let via_seam = TextScorer::toxicity(&clf, &texts).map_err(|e| Error::InvalidParam {
+            name: "seam",
+            message: e.to_string(),
+        })?;
+        let own: Vec<(f32, bool)> = scores.iter().map(|&s| (s, clf.is_toxic(s))).collect();
+        assert_eq!(via_seam, own);
+        let rule = clf.toxicity_rule();
+        assert_eq!((rule.label.as_str(), rule.threshold), (DEFAULT_LABEL, 0.25));
+        assert_eq!(TextScorer::labels(&clf), clf.labels());
+        assert_eq!(clf.preferred_batch_size(), 2);
+        let info = clf.describe();
+        assert_eq!(info.backend, "hate-classifier");
+        assert_eq!(info.settings["label"], DEFAULT_LABEL);
+        // Boxed, as the facade holds a scorer.
+        let boxed: Box<dyn TextScorer> = Box::new(clf);
+        assert_eq!(boxed.toxicity(&texts).ok(), Some(own));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_keep_their_verdict_across_the_seam() {
+        let e: engine_api::Error = Error::InvalidParam {
+            name: "batch_size",
+            message: "must be at least 1".into(),
+        }
+        .into();
+        assert!(e.is_bad_input());
+        assert_eq!(
+            e.to_string(),
+            "invalid parameter `batch_size`: must be at least 1"
+        );
+        assert!(matches!(
+            e.downcast_ref::<Error>(),
+            Some(Error::InvalidParam { .. })
+        ));
+        let e: engine_api::Error = Error::Candle(candle_core::Error::Msg("x".into())).into();
+        assert!(!e.is_bad_input());
     }
 }

@@ -1,10 +1,10 @@
 //! Finding a checkpoint's files: a local directory, or a hub repo through the Hugging Face cache
-//! (`toxprompts::hub`: `HF_HOME` / `HF_HUB_CACHE`, `HF_HUB_OFFLINE=1` reads the cache only).
+//! ([`hub_source`]: `HF_HOME` / `HF_HUB_CACHE`, `HF_HUB_OFFLINE=1` reads the cache only).
 
 use crate::error::{Error, Result};
 use crate::tokenizer::TokenizerFiles;
-use std::path::{Path, PathBuf};
-use toxprompts::hub::{Hub, HubRepo, Location, RepoKind};
+use hub_source::{Hub, HubError, RepoKind, Snapshot, Source};
+use std::path::PathBuf;
 
 /// The files of one checkpoint, resolved to local paths.
 #[derive(Debug, Clone)]
@@ -17,128 +17,68 @@ pub(crate) struct CheckpointFiles {
     pub tokenizer_config: Option<PathBuf>,
 }
 
-trait Fetch {
-    fn origin(&self) -> PathBuf;
-    /// A file that must exist.
-    fn required(&self, file: &str) -> Result<PathBuf>;
-    /// A file that may be absent.
-    fn optional(&self, file: &str) -> Option<PathBuf>;
-}
-
-struct LocalDir(PathBuf);
-
-impl Fetch for LocalDir {
-    fn origin(&self) -> PathBuf {
-        self.0.clone()
-    }
-    fn required(&self, file: &str) -> Result<PathBuf> {
-        self.optional(file).ok_or_else(|| Error::MissingFile {
-            path: self.0.clone(),
+/// This crate's error for a file the snapshot lacks or cannot read.
+fn checkpoint_error(e: HubError) -> Error {
+    match e {
+        HubError::MissingFile { dir, file } => Error::MissingFile {
+            path: dir,
             message: format!("no `{file}` in the checkpoint directory"),
-        })
-    }
-    fn optional(&self, file: &str) -> Option<PathBuf> {
-        let p = self.0.join(file);
-        p.is_file().then_some(p)
-    }
-}
-
-struct HubSource {
-    hub: Hub,
-    repo: HubRepo,
-}
-
-impl Fetch for HubSource {
-    fn origin(&self) -> PathBuf {
-        PathBuf::from(format!("{}@{}", self.repo.id(), self.repo.revision()))
-    }
-    fn required(&self, file: &str) -> Result<PathBuf> {
-        Ok(self.hub.get(&self.repo, file)?)
-    }
-    fn optional(&self, file: &str) -> Option<PathBuf> {
-        if let Some(p) = self.hub.cached(&self.repo, file) {
-            return Some(p);
-        }
-        if self.hub.is_offline() {
-            return None;
-        }
-        self.hub.get(&self.repo, file).ok()
-    }
-}
-
-fn resolve_with(src: &dyn Fetch) -> Result<CheckpointFiles> {
-    let config = src.required("config.json")?;
-    let weights = if let Some(w) = src.optional("model.safetensors") {
-        vec![w]
-    } else if let Some(index) = src.optional("model.safetensors.index.json") {
-        shards(&index, src)?
-    } else {
-        return Err(Error::MissingFile {
-            path: src.origin(),
+        },
+        HubError::NoSafetensors { origin } => Error::MissingFile {
+            path: origin.into(),
             message: "no `model.safetensors` (nor a sharded `model.safetensors.index.json`); \
                       only safetensors weights are read"
                 .into(),
-        });
-    };
-    let tokenizer = if let Some(j) = src.optional("tokenizer.json") {
-        TokenizerFiles::Json(j)
-    } else {
-        match (src.optional("vocab.json"), src.optional("merges.txt")) {
-            (Some(vocab), Some(merges)) => TokenizerFiles::VocabMerges { vocab, merges },
-            _ => {
-                return Err(Error::MissingFile {
-                    path: src.origin(),
-                    message: "no tokenizer: neither `tokenizer.json` nor `vocab.json` + \
-                              `merges.txt`"
-                        .into(),
-                });
-            }
-        }
-    };
-    Ok(CheckpointFiles {
-        origin: src.origin(),
-        config,
-        weights,
-        tokenizer,
-        tokenizer_config: src.optional("tokenizer_config.json"),
-    })
-}
-
-fn shards(index: &Path, src: &dyn Fetch) -> Result<Vec<PathBuf>> {
-    let bytes = std::fs::read(index).map_err(|e| Error::io(index, e))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::BadFile {
-        path: index.to_path_buf(),
-        message: format!("not JSON: {e}"),
-    })?;
-    let map = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| Error::BadFile {
-            path: index.to_path_buf(),
-            message: "no `weight_map` object".into(),
-        })?;
-    let mut files: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
-    files.sort_unstable();
-    files.dedup();
-    files.into_iter().map(|f| src.required(f)).collect()
+        },
+        HubError::NoTokenizer { origin } => Error::MissingFile {
+            path: origin.into(),
+            message: "no tokenizer: neither `tokenizer.json` nor `vocab.json` + `merges.txt`"
+                .into(),
+        },
+        HubError::BadIndex { path, reason } => Error::BadFile {
+            path,
+            message: reason,
+        },
+        HubError::Io { path, source } => Error::io(path, source),
+        other => Error::Hub(other),
+    }
 }
 
 /// Resolves `spec`: an existing directory, or a hub id `owner/name[@revision]` looked up with
 /// `hub` (the Hugging Face cache first; a download only when online).
 pub(crate) fn resolve(spec: &str, hub: &Hub) -> Result<CheckpointFiles> {
-    match Location::parse(spec, RepoKind::Model)? {
-        Location::Local(dir) => {
-            if !dir.is_dir() {
-                return Err(Error::MissingFile {
-                    path: dir,
-                    message: "not a directory (expected a checkpoint directory or a hub id)".into(),
-                });
-            }
-            resolve_with(&LocalDir(dir))
+    let source = Source::parse(spec, RepoKind::Model)?;
+    let snap = match &source {
+        Source::Local(dir) if !dir.is_dir() => {
+            return Err(Error::MissingFile {
+                path: dir.clone(),
+                message: "not a directory (expected a checkpoint directory or a hub id)".into(),
+            });
         }
-        Location::Hub(repo) => resolve_with(&HubSource {
-            hub: hub.clone(),
-            repo,
-        }),
-    }
+        Source::Local(dir) => Snapshot::local(dir),
+        Source::Hub { file: Some(_), .. } => {
+            return Err(Error::MissingFile {
+                path: PathBuf::from(source.display_name()),
+                message: "names one file; a checkpoint is a whole repo (expected `owner/name` \
+                          or `owner/name@revision`)"
+                    .into(),
+            });
+        }
+        Source::Hub { file: None, .. } => source.snapshot(hub),
+    };
+    let config = snap.config().map_err(checkpoint_error)?;
+    let weights = snap.safetensors().map_err(checkpoint_error)?.files;
+    let tokenizer = match snap.tokenizer().map_err(checkpoint_error)? {
+        hub_source::TokenizerFiles::Json(j) => TokenizerFiles::Json(j),
+        hub_source::TokenizerFiles::VocabMerges { vocab, merges } => {
+            TokenizerFiles::VocabMerges { vocab, merges }
+        }
+    };
+    Ok(CheckpointFiles {
+        origin: PathBuf::from(snap.origin()),
+        config,
+        weights,
+        tokenizer,
+        tokenizer_config: snap.optional("tokenizer_config.json"),
+    })
 }

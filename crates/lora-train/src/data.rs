@@ -1,6 +1,7 @@
 //! Instruction datasets: Dolly-15k and generic instruction JSONL, from a file or the hub cache.
 
 use crate::error::{Error, Result};
+use hub_source::{Hub, RepoKind, Source};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -131,77 +132,17 @@ pub fn read_jsonl(path: &Path, fields: &Fields) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Resolves a dataset argument: an existing local file, or `owner/name[:file]` on the hub.
+/// Resolves a dataset argument: an existing local file, or a hub dataset
+/// `owner/name[@revision][:file]` ([`DOLLY_FILE`] when no file is named).
 ///
-/// Hub datasets are read from the Hugging Face cache (`HF_HOME` / `HF_HUB_CACHE`, the layout
-/// Python shares); with `HF_HUB_OFFLINE=1` nothing is downloaded and a missing file is an error.
-/// Without a `:file` suffix the Dolly file name [`DOLLY_FILE`] is used.
+/// Hub datasets come through the Hugging Face cache of the environment ([`Hub::from_env`]:
+/// `HF_HUB_CACHE`, else `HF_HOME/hub`, the layout Python shares; `HF_TOKEN`); with
+/// `HF_HUB_OFFLINE=1` nothing is downloaded and a file missing from the cache is an error.
 pub fn resolve_dataset(spec: &str) -> Result<PathBuf> {
-    let local = Path::new(spec);
-    if local.exists() {
-        return Ok(local.to_path_buf());
-    }
-    let (repo, file) = match spec.split_once(':') {
-        Some((r, f)) => (r, f),
-        None => (spec, DOLLY_FILE),
-    };
-    if repo.split('/').count() != 2 || repo.starts_with('.') || repo.starts_with('/') {
-        return Err(Error::io(
-            spec,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        ));
-    }
-    hub_dataset_file(repo, file)
+    resolve_dataset_with(spec, &Hub::from_env())
 }
 
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
-        .unwrap_or(false)
-}
-
-fn hub_cache() -> hf_hub::Cache {
-    if let Ok(dir) = std::env::var("HF_HUB_CACHE") {
-        return hf_hub::Cache::new(PathBuf::from(dir));
-    }
-    hf_hub::Cache::from_env()
-}
-
-/// Fetches `file` of the hub dataset `repo` (revision `main`) through the HF cache of the
-/// environment (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`);
-/// `HF_HUB_OFFLINE=1` forbids downloads.
-pub fn hub_dataset_file(repo: &str, file: &str) -> Result<PathBuf> {
-    hub_dataset_file_in(hub_cache().path(), repo, file, offline())
-}
-
-/// [`hub_dataset_file`] with an explicit cache directory and offline flag.
-pub fn hub_dataset_file_in(
-    cache_dir: &Path,
-    repo: &str,
-    file: &str,
-    offline: bool,
-) -> Result<PathBuf> {
-    let cache = hf_hub::Cache::new(cache_dir.to_path_buf());
-    let cached = cache
-        .repo(hf_hub::Repo::with_revision(
-            repo.to_string(),
-            hf_hub::RepoType::Dataset,
-            "main".to_string(),
-        ))
-        .get(file);
-    if let Some(p) = cached {
-        return Ok(p);
-    }
-    if offline {
-        return Err(Error::Hub(format!(
-            "dataset {repo} file {file} is not in the HF cache at {} and HF_HUB_OFFLINE is set",
-            cache_dir.display()
-        )));
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache)
-        .build()
-        .map_err(|e| Error::Hub(format!("{repo}: {e}")))?;
-    api.dataset(repo.to_string())
-        .get(file)
-        .map_err(|e| Error::Hub(format!("{repo} {file}: {e}")))
+/// [`resolve_dataset`] through an explicit [`Hub`] (cache directory, offline mode).
+pub fn resolve_dataset_with(spec: &str, hub: &Hub) -> Result<PathBuf> {
+    Ok(Source::parse(spec, RepoKind::Dataset)?.fetch_file(hub, DOLLY_FILE)?)
 }

@@ -96,9 +96,10 @@ pub enum Error {
         /// What differs.
         message: String,
     },
-    /// The dataset could not be fetched from the hub cache.
-    #[error("hub: {0}")]
-    Hub(String),
+    /// A dataset or model spec that is not valid, or a file that could not be fetched from the
+    /// hub (cache miss offline, failed download).
+    #[error(transparent)]
+    Hub(#[from] hub_source::HubError),
     /// An error from the model engine (loading, LoRA layers, forward pass).
     #[error(transparent)]
     Engine(#[from] gen_engine::Error),
@@ -120,10 +121,10 @@ impl Error {
             | Error::BadTensor { .. }
             | Error::ResumeMismatch { .. } => true,
             Error::Engine(e) => e.is_bad_input(),
+            Error::Hub(e) => e.is_bad_input(),
             Error::Io { .. }
             | Error::NonFiniteLoss { .. }
             | Error::Tokenizer(_)
-            | Error::Hub(_)
             | Error::Candle(_) => false,
         }
     }

@@ -8,7 +8,8 @@ use crate::trainer::{Outputs, StepLog, TrainParams, TrainSummary, TrainableLm, T
 use candle_core::{DType, Device, Tensor, Var};
 use gen_engine::lora::{Adapter, LoraConfig, LoraInit, LoraPlan};
 use gen_engine::models::{CausalLm, ForwardCtx};
-use gen_engine::{DTypeChoice, LoadOptions, ModelSource};
+use gen_engine::{DTypeChoice, LoadOptions};
+use hub_source::{RepoKind, Source};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,7 +22,9 @@ pub struct LoraParams {
     pub alpha: f64,
     /// Dropout on the LoRA input (in `[0, 1)`).
     pub dropout: f64,
-    /// Target modules by PEFT name (`q_proj`, ..., Phi-3's `qkv_proj`, `gate_up_proj`).
+    /// Target modules by PEFT name (`q_proj`, ..., Phi-3's `qkv_proj`, `gate_up_proj`); each
+    /// family's own list is [`gen_engine::models::lora_targets`] /
+    /// [`gen_engine::models::default_lora_targets`].
     pub targets: Vec<String>,
     /// rsLoRA scaling (`alpha / sqrt(r)`).
     pub use_rslora: bool,
@@ -30,23 +33,19 @@ pub struct LoraParams {
 }
 
 impl Default for LoraParams {
-    /// The authors' LoRA: r 16, alpha 16, dropout 0, the seven projections.
+    /// The authors' LoRA: r 16, alpha 16, dropout 0, the seven projections of a Llama-style
+    /// model (gen-engine's list; for another family take
+    /// [`gen_engine::models::default_lora_targets`] of its checkpoint).
     fn default() -> Self {
         LoraParams {
             r: 16,
             alpha: 16.0,
             dropout: 0.0,
-            targets: [
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ]
-            .map(String::from)
-            .to_vec(),
+            targets: gen_engine::models::lora_targets("LlamaForCausalLM")
+                .unwrap_or_default()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
             use_rslora: false,
             init_seed: 3407,
         }
@@ -213,7 +212,7 @@ pub fn load_for_training(
         },
         hub: None,
     };
-    let loaded = gen_engine::load(&ModelSource::parse(model), &opts)?;
+    let loaded = gen_engine::load(&Source::parse(model, RepoKind::Model)?, &opts)?;
     for t in &lora.targets {
         let hit = loaded
             .lora_modules

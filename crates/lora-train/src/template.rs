@@ -16,8 +16,8 @@ pub enum Template {
     /// The Stanford Alpaca prompt (with or without its `### Input:` block), then the response
     /// and EOS; the tokenizer adds BOS.
     Alpaca,
-    /// The model's own chat template (`chat_template` of `tokenizer_config.json`, rendered with
-    /// minijinja) over a user turn (instruction, then a blank line and the context when there is
+    /// The model's own chat template (`chat_template` of `tokenizer_config.json`, rendered by
+    /// `gen_engine::tokenizer::render_chat_template`) over a user turn (instruction, then a blank line and the context when there is
     /// one) and an assistant turn (the response). Tokenised without extra special tokens, since
     /// chat templates write their own BOS, as `apply_chat_template` does.
     Chat,
@@ -186,32 +186,17 @@ impl TextEncoder {
         turns: &[(&str, &str)],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let mut env = minijinja::Environment::new();
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", tpl)
-            .map_err(|e| Error::Template(e.to_string()))?;
-        let messages: Vec<_> = turns
-            .iter()
-            .map(|(role, content)| minijinja::context! { role => *role, content => *content })
-            .collect();
-        env.get_template("chat")
-            .and_then(|t| {
-                t.render(minijinja::context! {
-                    messages => messages,
-                    bos_token => &self.bos_token,
-                    eos_token => &self.eos_token,
-                    add_generation_prompt => add_generation_prompt,
-                })
-            })
-            .map_err(|e| Error::Template(e.to_string()))
+        gen_engine::tokenizer::render_chat_template(
+            tpl,
+            turns,
+            add_generation_prompt,
+            &self.bos_token,
+            &self.eos_token,
+        )
+        .map_err(|e| match e {
+            gen_engine::Error::ChatTemplate(msg) => Error::Template(msg),
+            other => Error::Engine(other),
+        })
     }
 
     /// Tokenises one record into an [`Example`], truncated to `max_len` tokens.

@@ -1,9 +1,10 @@
 //! Datasets and templates: Dolly/Alpaca records, typed errors with file and line, the three
 //! templates, truncation counts and response-only loss masks.
 
+use hub_source::Hub;
 use lora_train::Error;
 use lora_train::data::{
-    DOLLY_FILE, DOLLY_REPO, Fields, Record, hub_dataset_file_in, read_jsonl, resolve_dataset,
+    DOLLY_FILE, DOLLY_REPO, Fields, Record, read_jsonl, resolve_dataset, resolve_dataset_with,
 };
 use lora_train::template::{IGNORE_INDEX, LossOn, Template, TextEncoder, encode_all};
 use std::path::{Path, PathBuf};
@@ -241,10 +242,19 @@ fn dolly_from_an_offline_hub_cache() {
         repo_dir.join("snapshots").join(rev).join(DOLLY_FILE),
     )
     .unwrap();
-    let p = hub_dataset_file_in(cache.path(), DOLLY_REPO, DOLLY_FILE, true).unwrap();
+    let hub = Hub::with_cache_dir(cache.path()).offline(true);
+    let p = resolve_dataset_with(DOLLY_REPO, &hub).unwrap();
     assert_eq!(read_jsonl(&p, &Fields::dolly()).unwrap().len(), 120);
-    // Offline and absent: a clear error, no network.
+    // A revision and an explicit file resolve to the same snapshot file.
+    let spec = format!("{DOLLY_REPO}@{rev}:{DOLLY_FILE}");
+    assert_eq!(resolve_dataset_with(&spec, &hub).unwrap(), p);
+    // Offline and absent: a clear error, no network, the user's to fix.
     let empty = tempfile::tempdir().unwrap();
-    let e = hub_dataset_file_in(empty.path(), DOLLY_REPO, DOLLY_FILE, true).unwrap_err();
+    let offline = Hub::with_cache_dir(empty.path()).offline(true);
+    let e = resolve_dataset_with(DOLLY_REPO, &offline).unwrap_err();
     assert!(e.to_string().contains("HF_HUB_OFFLINE"), "{e}");
+    assert!(e.is_bad_input(), "{e}");
+    // Neither a file nor a repo id.
+    let e = resolve_dataset_with("./no/such.jsonl", &offline).unwrap_err();
+    assert!(e.to_string().contains("no such file"), "{e}");
 }

@@ -1,6 +1,6 @@
 //! The crate's error type and the per-record [`Problem`] it reports.
 
-use crate::hub::HubError;
+use hub_source::HubError;
 use std::path::PathBuf;
 
 /// What is wrong with one record: a line of a JSONL file, or one element of a CEB JSON array.

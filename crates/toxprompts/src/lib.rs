@@ -9,8 +9,8 @@
 //!   the seed configurable; [`rng`] documents the exact sampling.
 //! - [`PromptRecord`], [`read_prompts`], [`write_prompts`]: the prompts JSONL every later stage
 //!   reads; ids encode subset and source row (`rtp-severe-000017` is row 17 of the RTP file).
-//! - [`hub`]: files from the Hugging Face hub through the shared cache, honouring
-//!   `HF_HUB_OFFLINE`.
+//! - [`sources`]: RTP and CEB from a local path or their hub datasets (through the
+//!   [`hub_source`] crate: the shared Hugging Face cache, honouring `HF_HUB_OFFLINE`).
 //!
 //! Bad input never panics: each loader either fails with an error naming the file and line
 //! ([`Error::Record`]) or, with [`OnBadRecord::Skip`], skips and counts bad records.
@@ -37,12 +37,12 @@
 
 pub mod ceb;
 mod error;
-pub mod hub;
 mod jsonl;
 pub mod prompts;
 pub mod rng;
 pub mod rtp;
 mod set;
+pub mod sources;
 
 pub use ceb::{CebAxis, CebFile, CebRecord, CebSet, load_ceb_file, parse_ceb_slice};
 pub use error::{Error, Problem, Result};
@@ -54,28 +54,4 @@ pub use prompts::{
 pub use rtp::{RtpReader, RtpRow, RtpText, Scores, load_rtp};
 pub use set::{BuildReport, CheckedPromptSetParams, PromptSet, PromptSetParams};
 
-use hub::{CEB_DIR, CEB_REPO, Hub, HubRepo, RTP_FILE, RTP_REPO};
-use std::path::PathBuf;
-
-/// The local path of RealToxicityPrompts' `prompts.jsonl` at `revision` (`None`: `main`), from the
-/// hub cache or downloaded into it.
-pub fn rtp_from_hub(hub: &Hub, revision: Option<&str>) -> Result<PathBuf> {
-    let mut repo = HubRepo::dataset(RTP_REPO)?;
-    if let Some(r) = revision {
-        repo = repo.with_revision(r)?;
-    }
-    Ok(hub.get(&repo, RTP_FILE)?)
-}
-
-/// The local paths of the four CEB-Continuation-T files of `Song-SW/CEB` at `revision`
-/// (`None`: `main`), from the hub cache or downloaded into it; feed them to [`CebSet::from_files`].
-pub fn ceb_from_hub(hub: &Hub, revision: Option<&str>) -> Result<Vec<PathBuf>> {
-    let mut repo = HubRepo::dataset(CEB_REPO)?;
-    if let Some(r) = revision {
-        repo = repo.with_revision(r)?;
-    }
-    CebAxis::ALL
-        .iter()
-        .map(|a| Ok(hub.get(&repo, &format!("{CEB_DIR}/{}", a.file_name()))?))
-        .collect()
-}
+pub use sources::{ceb_from_hub, rtp_from_hub};

@@ -17,11 +17,11 @@
 
 use crate::ceb::{CebAxis, CebSet};
 use crate::error::{Error, Result};
-use crate::hub::{CEB_REPO, RTP_REPO};
 use crate::jsonl::{LoadReport, OnBadRecord};
 use crate::prompts::{CebSource, PromptRecord, RtpSource, prompts_to_jsonl};
 use crate::rng::{SplitMix64, sample_without_replacement};
 use crate::rtp::{RtpReader, RtpRow};
+use crate::sources::{CEB_REPO, RTP_REPO};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 

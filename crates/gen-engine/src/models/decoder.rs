@@ -1,7 +1,7 @@
-//! The decoder stack the four families share: embeddings, pre-norm attention and gated MLP
-//! blocks, final norm and head. Families differ only in the knobs of [`Spec`] (norm form,
-//! activation, embedding scale, soft-capping, sliding windows, sandwich norms, fused projections),
-//! which their `Config`s set.
+//! The decoder stack the families share: embeddings, pre-norm attention and gated MLP blocks,
+//! final norm and head. Families differ only in the knobs of [`Spec`] (norm form, activation,
+//! embedding scale, soft-capping, sliding windows, sandwich norms, fused projections, biases),
+//! which their `Config`s set on top of [`Spec::from_common`].
 
 use super::{ForwardCtx, KvCache, LogitsWanted, ModelInfo};
 use crate::error::{Error, Result};
@@ -32,6 +32,25 @@ pub(crate) enum Layout {
     Fused,
 }
 
+impl Layout {
+    /// The PEFT `target_modules` of the paper's LoRA recipe for this layout: every projection of
+    /// attention and MLP, by the module names the checkpoint uses.
+    pub(crate) const fn lora_targets(self) -> &'static [&'static str] {
+        match self {
+            Self::Separate => &[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
+            Self::Fused => &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+        }
+    }
+}
+
 /// Everything the shared decoder needs to know about a family and a config.
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
@@ -56,10 +75,15 @@ pub(crate) struct Spec {
     /// Gemma-2's post-attention and pre/post feed-forward norms.
     pub sandwich_norms: bool,
     pub layout: Layout,
-    pub attention_bias: bool,
+    /// Biases on the q/k/v projections (fused or not).
+    pub qkv_bias: bool,
+    /// Bias on the output projection.
+    pub o_bias: bool,
     pub mlp_bias: bool,
     pub tie_word_embeddings: bool,
     pub rope: RopeSpec,
+    /// See [`super::CausalLm::generation_cache_reset`].
+    pub generation_cache_reset: Option<usize>,
 }
 
 impl Spec {
@@ -179,22 +203,17 @@ impl Attention {
         );
         let qkv = match spec.layout {
             Layout::Separate => {
-                let q = f.linear(&vb.pp("q_proj"), h, nh * hd, spec.attention_bias)?;
-                let k = f.linear(&vb.pp("k_proj"), h, nkv * hd, spec.attention_bias)?;
-                let v = f.linear(&vb.pp("v_proj"), h, nkv * hd, spec.attention_bias)?;
+                let q = f.linear(&vb.pp("q_proj"), h, nh * hd, spec.qkv_bias)?;
+                let k = f.linear(&vb.pp("k_proj"), h, nkv * hd, spec.qkv_bias)?;
+                let v = f.linear(&vb.pp("v_proj"), h, nkv * hd, spec.qkv_bias)?;
                 Proj::from_separate(vec![q, k, v], fuse, &format!("{}.qkv", vb.prefix()))?
             }
             Layout::Fused => {
-                let qkv = f.linear(
-                    &vb.pp("qkv_proj"),
-                    h,
-                    (nh + 2 * nkv) * hd,
-                    spec.attention_bias,
-                )?;
+                let qkv = f.linear(&vb.pp("qkv_proj"), h, (nh + 2 * nkv) * hd, spec.qkv_bias)?;
                 Proj::Fused(qkv, vec![nh * hd, nkv * hd, nkv * hd])
             }
         };
-        let o = f.linear(&vb.pp("o_proj"), nh * hd, h, spec.attention_bias)?;
+        let o = f.linear(&vb.pp("o_proj"), nh * hd, h, spec.o_bias)?;
         Ok(Self {
             qkv,
             o,
@@ -389,6 +408,7 @@ pub(crate) struct Decoder {
     rope: Rope,
     final_softcap: Option<f64>,
     window: Option<usize>,
+    generation_cache_reset: Option<usize>,
     info: ModelInfo,
 }
 
@@ -470,6 +490,7 @@ impl Decoder {
             rope,
             final_softcap: spec.final_softcap,
             window,
+            generation_cache_reset: spec.generation_cache_reset,
             info: ModelInfo {
                 architecture: spec.architecture.to_string(),
                 vocab_size: v,
@@ -487,6 +508,10 @@ impl Decoder {
 
     pub(crate) fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    pub(crate) fn generation_cache_reset(&self) -> Option<usize> {
+        self.generation_cache_reset
     }
 
     pub(crate) fn forward(&self, ctx: ForwardCtx<'_>) -> Result<Tensor> {
@@ -659,4 +684,108 @@ fn build_mask(
         }
     }
     Ok(Some(Tensor::from_vec(m, (b, 1, 1, t, total), device)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::common::{ActivationKeys, CommonConfig, Defaults};
+    use std::collections::HashMap;
+
+    const H: usize = 8;
+    const HEADS: usize = 2;
+    const KV: usize = 1;
+    const HD: usize = 4;
+    const I: usize = 16;
+    const V: usize = 10;
+
+    fn values(shape: &[usize], seed: f64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| (0.5 * ((i as f64) * 0.37 + seed).sin()) as f32)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+    }
+
+    /// A one-layer Llama-layout checkpoint, with q/k/v biases (scaled by `bias_scale`) and no
+    /// o_proj bias, written to a temporary directory.
+    fn checkpoint(bias_scale: f64) -> (tempfile::TempDir, Weights) {
+        let l = "model.layers.0";
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        let mut put = |name: String, shape: &[usize]| {
+            let seed = t.len() as f64;
+            t.insert(name, values(shape, seed));
+        };
+        put("model.embed_tokens.weight".into(), &[V, H]);
+        put(format!("{l}.input_layernorm.weight"), &[H]);
+        put(format!("{l}.post_attention_layernorm.weight"), &[H]);
+        put(format!("{l}.self_attn.q_proj.weight"), &[HEADS * HD, H]);
+        put(format!("{l}.self_attn.k_proj.weight"), &[KV * HD, H]);
+        put(format!("{l}.self_attn.v_proj.weight"), &[KV * HD, H]);
+        put(format!("{l}.self_attn.o_proj.weight"), &[H, HEADS * HD]);
+        put(format!("{l}.mlp.gate_proj.weight"), &[I, H]);
+        put(format!("{l}.mlp.up_proj.weight"), &[I, H]);
+        put(format!("{l}.mlp.down_proj.weight"), &[H, I]);
+        put("model.norm.weight".into(), &[H]);
+        put("lm_head.weight".into(), &[V, H]);
+        for (p, n) in [("q", HEADS * HD), ("k", KV * HD), ("v", KV * HD)] {
+            let b = (values(&[n], 3.0) * bias_scale).expect("bias");
+            t.insert(format!("{l}.self_attn.{p}_proj.bias"), b);
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).expect("save");
+        let ck = crate::weights::Checkpoint::open_dir(dir.path()).expect("open");
+        let vb = Weights::new(Arc::new(ck), DType::F32, &Device::Cpu);
+        (dir, vb)
+    }
+
+    fn spec(qkv_bias: bool, o_bias: bool) -> Spec {
+        let c: CommonConfig = serde_json::from_value(serde_json::json!({
+            "vocab_size": V, "hidden_size": H, "intermediate_size": I,
+            "num_hidden_layers": 1, "num_attention_heads": HEADS,
+            "num_key_value_heads": KV, "head_dim": HD,
+            "some_unknown_hub_key": [1, 2, 3],
+        }))
+        .expect("config");
+        let defaults = Defaults {
+            layout: Layout::Separate,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 64,
+            head_dim: None,
+            tie_word_embeddings: false,
+            activation: ActivationKeys::HiddenAct,
+        };
+        let mut s =
+            Spec::from_common(&c, "LlamaForCausalLM", &defaults, Path::new("cfg")).expect("spec");
+        assert!(!s.qkv_bias && !s.o_bias, "attention_bias defaults to false");
+        s.qkv_bias = qkv_bias;
+        s.o_bias = o_bias;
+        s
+    }
+
+    fn logits(spec: &Spec, vb: &Weights) -> Result<Vec<f32>> {
+        let f = LinearFactory::new(LoraPlan::None)?;
+        let d = Decoder::new(spec, Path::new("cfg"), vb, &f)?;
+        let ids = Tensor::new(&[[1u32, 3, 5]], &Device::Cpu)?;
+        Ok(d.forward(ForwardCtx::new(&ids))?.flatten_all()?.to_vec1()?)
+    }
+
+    #[test]
+    fn qkv_bias_and_o_bias_are_separate_knobs() {
+        let (_d1, with_bias) = checkpoint(1.0);
+        let (_d0, zero_bias) = checkpoint(0.0);
+        // q/k/v biases without an o_proj bias (Qwen2's layout) load, and are applied.
+        let biased = logits(&spec(true, false), &with_bias).expect("qkv bias, no o bias");
+        let zero = logits(&spec(true, false), &zero_bias).expect("zero qkv bias");
+        assert!(biased.iter().zip(&zero).any(|(a, b)| (a - b).abs() > 1e-4));
+        // Without the knob the biases in the file are not read.
+        let unbiased = logits(&spec(false, false), &with_bias).expect("no bias");
+        assert_eq!(unbiased, zero);
+        // An o_proj bias is looked for only when asked, and its absence names the tensor.
+        let e = logits(&spec(true, true), &with_bias).expect_err("o bias is absent");
+        assert!(
+            matches!(&e, Error::MissingTensor { name, .. } if name.ends_with("o_proj.bias")),
+            "{e}"
+        );
+    }
 }

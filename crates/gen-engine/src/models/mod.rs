@@ -1,30 +1,183 @@
 //! The causal-LM trait every family implements, the forward context, the KV cache, and the
-//! family dispatch on `architectures[0]`.
+//! family registry: `architectures[0]` → the family's constructor and PEFT LoRA targets.
+//!
+//! A family is one file (its `Config`: [`CommonConfig`] flattened plus its own keys, and a `spec`
+//! that adjusts the base decoder spec) and one line in the `FAMILIES` table.
 
 use crate::error::{Error, Result};
 use crate::lora::LinearFactory;
 use crate::weights::Weights;
 use candle_core::{DType, Device, Tensor};
+use serde::de::DeserializeOwned;
 use std::path::Path;
 
+mod common;
 pub(crate) mod decoder;
 pub mod gemma;
 pub mod gemma2;
 pub mod llama;
 pub mod phi3;
 
+pub use common::CommonConfig;
 pub use gemma::GemmaForCausalLM;
 pub use gemma2::Gemma2ForCausalLM;
 pub use llama::LlamaForCausalLM;
 pub use phi3::Phi3ForCausalLM;
 
+/// Parses a family's config (the parsed `config.json` at the given path) and builds the model.
+pub(crate) type BuildFn =
+    fn(&serde_json::Value, &Path, &Weights, &LinearFactory) -> Result<Box<dyn CausalLm>>;
+
+/// One model family: what `architectures[0]` names it, its PEFT LoRA targets and its
+/// constructor.
+#[derive(Clone, Copy)]
+pub(crate) struct Family {
+    /// `architectures[0]` in `config.json`.
+    pub architecture: &'static str,
+    /// The PEFT `target_modules` of the paper's recipe (every attention and MLP projection).
+    pub lora_targets: &'static [&'static str],
+    /// Parses the config and builds the model.
+    pub build: BuildFn,
+}
+
+/// The registered families.
+pub(crate) const FAMILIES: &[Family] =
+    &[llama::FAMILY, gemma::FAMILY, gemma2::FAMILY, phi3::FAMILY];
+
+const ARCHITECTURES: [&str; FAMILIES.len()] = {
+    let mut out = [""; FAMILIES.len()];
+    let mut i = 0;
+    while i < FAMILIES.len() {
+        out[i] = FAMILIES[i].architecture;
+        i += 1;
+    }
+    out
+};
+
 /// The architectures (`config.json` `architectures[0]`) this crate implements.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "LlamaForCausalLM",
-    "GemmaForCausalLM",
-    "Gemma2ForCausalLM",
-    "Phi3ForCausalLM",
-];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &ARCHITECTURES;
+
+fn family(architecture: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.architecture == architecture)
+}
+
+/// The PEFT LoRA `target_modules` of the paper's recipe for an architecture (`architectures[0]`):
+/// Llama-style families the seven projections (`q_proj k_proj v_proj o_proj gate_proj up_proj
+/// down_proj`), Phi-3 its fused four (`qkv_proj o_proj gate_up_proj down_proj`). `None` for an
+/// architecture this crate does not implement.
+///
+/// ```
+/// let t = gen_engine::models::lora_targets("Phi3ForCausalLM").unwrap();
+/// assert_eq!(t, ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]);
+/// ```
+pub fn lora_targets(architecture: &str) -> Option<&'static [&'static str]> {
+    family(architecture).map(|f| f.lora_targets)
+}
+
+/// [`lora_targets`] for the checkpoint in `dir`, by `architectures[0]` of its `config.json`.
+/// Errors name the file and key: a missing or invalid `config.json`, a missing
+/// `architectures`, or an architecture this crate does not implement.
+pub fn default_lora_targets(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingFile {
+            path: path.clone(),
+            what: "model config".into(),
+        },
+        _ => Error::io(&path, e),
+    })?;
+    let v = parse_json(&path, &text)?;
+    let f = family_of(&v, &path)?;
+    Ok(f.lora_targets.iter().map(|s| s.to_string()).collect())
+}
+
+fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The registered family named by `architectures[0]` of a parsed config.
+fn family_of(config: &serde_json::Value, path: &Path) -> Result<&'static Family> {
+    let arch = config
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .and_then(|a| a.first())
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| Error::config(path, "architectures", "missing or not a list of strings"))?;
+    family(arch).ok_or_else(|| Error::UnknownArchitecture {
+        path: path.to_path_buf(),
+        found: arch.to_string(),
+        supported: SUPPORTED_ARCHITECTURES.to_vec(),
+    })
+}
+
+/// Deserialises a family's `Config` from the parsed `config.json` at `path`.
+pub(crate) fn parse_config<C: DeserializeOwned>(
+    config: &serde_json::Value,
+    path: &Path,
+) -> Result<C> {
+    C::deserialize(config).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Declares a family's model type over the shared decoder: the struct (documented by the given
+/// attributes), its `new` from the family's `Config`, its [`CausalLm`] impl, and the family's
+/// registration `FAMILY` with the LoRA targets of its projection layout (from its `Defaults`).
+macro_rules! decoder_family {
+    ($(#[$doc:meta])* $name:ident, $defaults:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name($crate::models::decoder::Decoder);
+
+        impl $name {
+            /// Builds the model from its config (read from `path`), weights and linear-layer
+            /// factory.
+            pub fn new(
+                cfg: &Config,
+                path: &::std::path::Path,
+                vb: &$crate::weights::Weights,
+                factory: &$crate::lora::LinearFactory,
+            ) -> $crate::error::Result<Self> {
+                Ok(Self($crate::models::decoder::Decoder::new(
+                    &cfg.spec(path)?,
+                    path,
+                    vb,
+                    factory,
+                )?))
+            }
+        }
+
+        impl $crate::models::CausalLm for $name {
+            fn forward(
+                &self,
+                ctx: $crate::models::ForwardCtx<'_>,
+            ) -> $crate::error::Result<::candle_core::Tensor> {
+                self.0.forward(ctx)
+            }
+            fn info(&self) -> &$crate::models::ModelInfo {
+                self.0.info()
+            }
+            fn generation_cache_reset(&self) -> Option<usize> {
+                self.0.generation_cache_reset()
+            }
+        }
+
+        /// This family's registration.
+        pub(crate) const FAMILY: $crate::models::Family = $crate::models::Family {
+            architecture: stringify!($name),
+            lora_targets: $defaults.layout.lora_targets(),
+            build: |v, path, vb, factory| {
+                let cfg: Config = $crate::models::parse_config(v, path)?;
+                Ok(Box::new($name::new(&cfg, path, vb, factory)?))
+            },
+        };
+    };
+}
+use decoder_family;
 
 /// Which logits a forward call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,62 +436,6 @@ pub(crate) fn build(
     vb: &Weights,
     factory: &LinearFactory,
 ) -> Result<Box<dyn CausalLm>> {
-    let v: serde_json::Value = serde_json::from_str(config_text).map_err(|source| Error::Json {
-        path: config_path.to_path_buf(),
-        source,
-    })?;
-    let arch = v
-        .get("architectures")
-        .and_then(|a| a.as_array())
-        .and_then(|a| a.first())
-        .and_then(|a| a.as_str())
-        .ok_or_else(|| {
-            Error::config(
-                config_path,
-                "architectures",
-                "missing or not a list of strings",
-            )
-        })?;
-    macro_rules! cfg {
-        ($t:ty) => {{
-            let c: $t = serde_json::from_value(v.clone()).map_err(|source| Error::Json {
-                path: config_path.to_path_buf(),
-                source,
-            })?;
-            c
-        }};
-    }
-    Ok(match arch {
-        "LlamaForCausalLM" => Box::new(LlamaForCausalLM::new(
-            &cfg!(llama::Config),
-            config_path,
-            vb,
-            factory,
-        )?),
-        "GemmaForCausalLM" => Box::new(GemmaForCausalLM::new(
-            &cfg!(gemma::Config),
-            config_path,
-            vb,
-            factory,
-        )?),
-        "Gemma2ForCausalLM" => Box::new(Gemma2ForCausalLM::new(
-            &cfg!(gemma2::Config),
-            config_path,
-            vb,
-            factory,
-        )?),
-        "Phi3ForCausalLM" => Box::new(Phi3ForCausalLM::new(
-            &cfg!(phi3::Config),
-            config_path,
-            vb,
-            factory,
-        )?),
-        other => {
-            return Err(Error::UnknownArchitecture {
-                path: config_path.to_path_buf(),
-                found: other.to_string(),
-                supported: SUPPORTED_ARCHITECTURES.to_vec(),
-            });
-        }
-    })
+    let v = parse_json(config_path, config_text)?;
+    (family_of(&v, config_path)?.build)(&v, config_path, vb, factory)
 }

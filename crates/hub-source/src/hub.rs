@@ -1,100 +1,20 @@
-//! Files from the Hugging Face hub, through the cache Python's `huggingface_hub` shares.
+//! [`Hub`] and [`HubRepo`]: files of a hub repo at a revision, through the cache Python's
+//! `huggingface_hub` shares.
 //!
 //! [`Hub::from_env`] follows Python's environment: the cache is `HF_HUB_CACHE`, else
 //! `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`;
 //! `HF_HUB_OFFLINE=1` (or `true`/`yes`/`on`) means cache only; `HF_ENDPOINT` and `HF_TOKEN` are
-//! honoured. hf-hub 0.5 ignores `HF_HUB_OFFLINE` and `HF_HUB_CACHE`, so this module reads the cache
-//! layout itself — `<cache>/<kind>s--<owner>--<name>/refs/<revision>` holds a commit hash and
+//! honoured (the token is never logged, and `Debug` shows it redacted). hf-hub 0.5 ignores
+//! `HF_HUB_OFFLINE` and `HF_HUB_CACHE`, so this module reads the cache layout itself —
+//! `<cache>/<kind>s--<owner>--<name>/refs/<revision>` holds a commit hash and
 //! `snapshots/<commit>/<file>` the file — and only asks hf-hub to download on a miss when online.
 //! A revision that is a 40-hex commit hash is looked up in `snapshots/` directly.
-//!
-//! The module is model-agnostic: the generation, classifier and training crates resolve their
-//! checkpoints with it too (`HubRepo::model("owner/name")`).
-//!
-//! ```
-//! use toxprompts::hub::{Hub, HubRepo};
-//! let cache = tempfile::tempdir()?;
-//! let snap = cache.path().join("datasets--allenai--real-toxicity-prompts/snapshots/abc123");
-//! std::fs::create_dir_all(&snap)?;
-//! std::fs::write(snap.join("prompts.jsonl"), "")?;
-//! std::fs::create_dir_all(cache.path().join("datasets--allenai--real-toxicity-prompts/refs"))?;
-//! std::fs::write(cache.path().join("datasets--allenai--real-toxicity-prompts/refs/main"), "abc123")?;
-//!
-//! let hub = Hub::with_cache_dir(cache.path()).offline(true);
-//! let repo = HubRepo::dataset("allenai/real-toxicity-prompts")?;
-//! assert_eq!(hub.get(&repo, "prompts.jsonl")?, snap.join("prompts.jsonl"));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
+use crate::error::HubError;
 use std::path::{Path, PathBuf};
 
-/// The RealToxicityPrompts dataset repo.
-pub const RTP_REPO: &str = "allenai/real-toxicity-prompts";
-/// Its prompts file.
-pub const RTP_FILE: &str = "prompts.jsonl";
-/// The CEB dataset repo.
-pub const CEB_REPO: &str = "Song-SW/CEB";
-/// The CEB-Continuation-T directory inside it.
-pub const CEB_DIR: &str = "data/CEB-Continuation-T";
-
-/// Errors of hub resolution.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HubError {
-    /// A repo id or `owner/name@revision` spec that is not valid.
-    #[error("invalid hub repo `{spec}`: {reason}")]
-    InvalidRepo {
-        /// What was given.
-        spec: String,
-        /// Why it is refused.
-        reason: String,
-    },
-    /// A file name that is not a plain relative path inside a repo.
-    #[error("invalid file name `{0}` (must be a relative path inside the repo, without `..`)")]
-    InvalidFile(String),
-    /// Offline (`HF_HUB_OFFLINE`) and the file is not in the cache.
-    #[error(
-        "{file} of {kind} repo {repo} at revision `{revision}` is not in the Hugging Face cache {} \
-         and HF_HUB_OFFLINE is set: download it once online (or unset HF_HUB_OFFLINE), or pass a \
-         local path",
-        cache_dir.display()
-    )]
-    NotCached {
-        /// Repo id.
-        repo: String,
-        /// `model`, `dataset` or `space`.
-        kind: &'static str,
-        /// Revision asked for.
-        revision: String,
-        /// File inside the repo.
-        file: String,
-        /// The cache directory searched.
-        cache_dir: PathBuf,
-    },
-    /// The download failed (network, authentication, missing file on the hub).
-    #[error("downloading {file} of {repo} at revision `{revision}` failed: {message}")]
-    Download {
-        /// Repo id.
-        repo: String,
-        /// Revision asked for.
-        revision: String,
-        /// File inside the repo.
-        file: String,
-        /// The client's error.
-        message: String,
-    },
-}
-
-impl HubError {
-    /// True when the user's input is at fault (a bad repo spec, a file missing from the offline
-    /// cache); false for download failures.
-    pub fn is_bad_input(&self) -> bool {
-        !matches!(self, HubError::Download { .. })
-    }
-}
-
 /// The kind of a hub repo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RepoKind {
     /// A model repo (`models--owner--name` in the cache).
     Model,
@@ -124,7 +44,7 @@ impl RepoKind {
 }
 
 /// A repo on the hub at a revision (branch, tag or commit hash; `main` by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HubRepo {
     id: String,
     kind: RepoKind,
@@ -220,13 +140,27 @@ impl HubRepo {
 }
 
 /// Where to find hub files: a cache directory, online or offline.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows whether a token is set, never the token.
+#[derive(Clone)]
 pub struct Hub {
     cache_dir: PathBuf,
     offline: bool,
     endpoint: Option<String>,
     token: Option<String>,
     progress: bool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("cache_dir", &self.cache_dir)
+            .field("offline", &self.offline)
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("progress", &self.progress)
+            .finish()
+    }
 }
 
 fn env_true(name: &str) -> bool {
@@ -290,6 +224,24 @@ impl Hub {
         self
     }
 
+    /// The hub endpoint to download from (`HF_ENDPOINT`; `None`: huggingface.co).
+    pub fn endpoint(mut self, endpoint: Option<String>) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// The access token sent with downloads (`HF_TOKEN`); it is never logged or shown by
+    /// `Debug`.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Whether a token is set.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Show a download progress bar.
     pub fn progress(mut self, progress: bool) -> Self {
         self.progress = progress;
@@ -332,7 +284,7 @@ impl Hub {
                 kind: repo.kind.as_str(),
                 revision: repo.revision.clone(),
                 file: file.to_string(),
-                cache_dir: self.cache_dir.clone(),
+                cache_dir: self.cache_dir.clone().into_boxed_path(),
             });
         }
         let download = |message: String| HubError::Download {
@@ -365,7 +317,7 @@ fn is_commit_hash(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn relative_file(file: &str) -> Result<PathBuf, HubError> {
+pub(crate) fn relative_file(file: &str) -> Result<PathBuf, HubError> {
     if file.is_empty()
         || file.starts_with('/')
         || file.contains('\\')
@@ -376,33 +328,6 @@ fn relative_file(file: &str) -> Result<PathBuf, HubError> {
         return Err(HubError::InvalidFile(file.to_string()));
     }
     Ok(file.split('/').collect())
-}
-
-/// A data source given on the command line: a local path, or a hub repo (`owner/name[@rev]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A file or directory on disk.
-    Local(PathBuf),
-    /// A hub repo at a revision.
-    Hub(HubRepo),
-}
-
-impl Location {
-    /// An existing path is local; otherwise `spec` must be `owner/name` or `owner/name@revision`.
-    pub fn parse(spec: &str, kind: RepoKind) -> Result<Self, HubError> {
-        let path = Path::new(spec);
-        if path.exists() {
-            return Ok(Location::Local(path.to_path_buf()));
-        }
-        HubRepo::parse(spec, kind)
-            .map(Location::Hub)
-            .map_err(|_| HubError::InvalidRepo {
-                spec: spec.to_string(),
-                reason: "no such file or directory, and not a hub repo id \
-                         (`owner/name` or `owner/name@revision`)"
-                    .into(),
-            })
-    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 #![cfg(unix)]
-//! Hub resolution against a temporary directory laid out like the Hugging Face cache
+//! RTP and CEB from a temporary directory laid out like the Hugging Face cache
 //! (`datasets--owner--name/{blobs,snapshots/<commit>,refs/<rev>}`), with no network: offline
-//! lookups, revisions, commit hashes, dangling links, clear errors, and a prompt set built from
-//! the cached RTP and CEB files.
+//! lookups, revisions, clear errors, and a prompt set built from the cached RTP and CEB files.
+//! (The cache mechanics themselves are tested in the `hub-source` crate.)
 
+use hub_source::{Hub, HubError, RepoKind, Source};
 use std::path::{Path, PathBuf};
-use toxprompts::hub::{Hub, HubError, HubRepo, Location, RepoKind};
+use toxprompts::sources::{ceb_set, rtp_path};
 use toxprompts::{CebSet, OnBadRecord, PromptSetParams, ceb_from_hub, rtp_from_hub};
 
 const MAIN: &str = "1111111111111111111111111111111111111111";
@@ -97,23 +98,6 @@ fn offline_lookup_through_refs_and_snapshots() {
     let files = ceb_from_hub(&hub, None).unwrap();
     assert_eq!(files.len(), 4);
     assert!(files[0].ends_with("data/CEB-Continuation-T/race.json"));
-
-    // A tag resolves through refs/v1; a commit hash without a ref resolves directly.
-    let repo = HubRepo::dataset("Song-SW/CEB").unwrap();
-    let v1 = hub
-        .get(
-            &repo.clone().with_revision("v1").unwrap(),
-            "data/CEB-Continuation-T/race.json",
-        )
-        .unwrap();
-    assert!(v1.to_string_lossy().contains(V1));
-    let by_hash = hub
-        .get(
-            &repo.clone().with_revision(V1).unwrap(),
-            "data/CEB-Continuation-T/race.json",
-        )
-        .unwrap();
-    assert_eq!(by_hash, v1);
 }
 
 #[test]
@@ -130,20 +114,8 @@ fn offline_misses_are_clear_bad_input_errors() {
         "{msg}"
     );
     assert!(msg.contains(&cache.path().display().to_string()), "{msg}");
-    // Unknown revision, unknown repo.
+    // Unknown revision.
     assert!(rtp_from_hub(&hub, Some("no-such-branch")).is_err());
-    let other = HubRepo::model("nobody/nothing").unwrap();
-    let err = hub.get(&other, "config.json").unwrap_err();
-    assert!(
-        matches!(err, HubError::NotCached { kind: "model", .. }),
-        "{err}"
-    );
-    // Path tricks are refused before touching the disk.
-    let rtp = HubRepo::dataset("allenai/real-toxicity-prompts").unwrap();
-    assert!(matches!(
-        hub.get(&rtp, "../x"),
-        Err(HubError::InvalidFile(_))
-    ));
 }
 
 #[test]
@@ -163,16 +135,6 @@ fn a_dangling_snapshot_link_is_a_miss() {
 }
 
 #[test]
-fn online_mode_serves_cached_files_without_the_network() {
-    let cache = fake_cache();
-    // Online, but the file is cached: no request is made (the endpoint is unroutable anyway).
-    let hub = Hub::with_cache_dir(cache.path()).offline(false);
-    assert!(!hub.is_offline());
-    let p = rtp_from_hub(&hub, None).unwrap();
-    assert!(p.is_file());
-}
-
-#[test]
 fn prompt_set_from_the_cache_equals_the_one_from_the_samples() {
     let cache = fake_cache();
     let hub = Hub::with_cache_dir(cache.path()).offline(true);
@@ -189,19 +151,29 @@ fn prompt_set_from_the_cache_equals_the_one_from_the_samples() {
 }
 
 #[test]
-fn locations_are_paths_or_repo_specs() {
-    let here = samples().join("rtp/prompts.jsonl");
+fn sources_give_the_same_files_as_the_hub_functions() {
+    let cache = fake_cache();
+    let hub = Hub::with_cache_dir(cache.path()).offline(true);
+    let rtp = Source::parse("allenai/real-toxicity-prompts", RepoKind::Dataset).unwrap();
     assert_eq!(
-        Location::parse(here.to_str().unwrap(), RepoKind::Dataset).unwrap(),
-        Location::Local(here)
+        rtp_path(&rtp, &hub).unwrap(),
+        rtp_from_hub(&hub, None).unwrap()
     );
-    match Location::parse("allenai/real-toxicity-prompts@abc", RepoKind::Dataset).unwrap() {
-        Location::Hub(r) => assert_eq!(
-            (r.id(), r.revision()),
-            ("allenai/real-toxicity-prompts", "abc")
-        ),
-        other => panic!("{other:?}"),
+    let local = samples().join("rtp/prompts.jsonl");
+    assert_eq!(rtp_path(&Source::local(&local), &hub).unwrap(), local);
+
+    let policy = OnBadRecord::Fail;
+    let ceb = Source::parse("Song-SW/CEB", RepoKind::Dataset).unwrap();
+    let from_hub = ceb_set(&ceb, &hub, policy).unwrap();
+    let dir = Source::local(samples().join("CEB-Continuation-T"));
+    let from_dir = ceb_set(&dir, &hub, policy).unwrap();
+    for (a, b) in from_hub.files().iter().zip(from_dir.files()) {
+        assert_eq!((a.axis, &a.records), (b.axis, &b.records));
     }
-    let err = Location::parse("./no/such/file.jsonl", RepoKind::Dataset).unwrap_err();
-    assert!(err.to_string().contains("no such file"), "{err}");
+    let v1 = Source::parse("Song-SW/CEB@v1", RepoKind::Dataset).unwrap();
+    let err = ceb_set(&v1, &hub, policy).unwrap_err();
+    assert!(
+        err.is_bad_input() && err.to_string().contains("gender.json"),
+        "{err}"
+    );
 }

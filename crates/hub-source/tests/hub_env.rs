@@ -1,25 +1,37 @@
 //! `Hub::from_env` follows Python's environment variables. One test in its own binary, since it
 //! sets process environment variables.
 
-use toxprompts::hub::{Hub, cache_dir_from_env, offline_from_env};
+use hub_source::{Hub, HubRepo, cache_dir_from_env, offline_from_env};
 
 #[test]
 fn environment_decides_cache_and_offline_mode() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("hf");
+    let secret = "hf_secretTOKENvalue123";
     // SAFETY: this test binary has a single test, so no other thread reads the environment.
     unsafe {
         std::env::remove_var("HF_HUB_CACHE");
         std::env::set_var("HF_HOME", &home);
         std::env::set_var("HF_HUB_OFFLINE", "1");
+        std::env::set_var("HF_TOKEN", secret);
     }
     assert_eq!(cache_dir_from_env(), home.join("hub"));
     assert!(offline_from_env());
     let hub = Hub::from_env();
     assert!(hub.is_offline());
+    assert!(hub.has_token());
     assert_eq!(hub.cache_dir(), home.join("hub"));
-    let err = toxprompts::rtp_from_hub(&hub, None).unwrap_err();
-    assert!(err.to_string().contains("HF_HUB_OFFLINE"), "{err}");
+    // The token is never shown.
+    let debug = format!("{hub:?} {hub:#?}");
+    assert!(
+        !debug.contains(secret) && debug.contains("redacted"),
+        "{debug}"
+    );
+    let repo = HubRepo::dataset("allenai/real-toxicity-prompts").unwrap();
+    let err = hub.get(&repo, "prompts.jsonl").unwrap_err();
+    let msg = format!("{err} {err:?}");
+    assert!(msg.contains("HF_HUB_OFFLINE"), "{msg}");
+    assert!(!msg.contains(secret), "{msg}");
 
     for (value, offline) in [
         ("true", true),

@@ -1,0 +1,89 @@
+//! The text-generation seam.
+
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// Why a completion stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// The completion reached its token budget (`max_new_tokens`).
+    Length,
+}
+
+impl FinishReason {
+    /// `eos` or `length` (the generations JSONL spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eos => "eos",
+            Self::Length => "length",
+        }
+    }
+}
+
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One prompt's completion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The continuation's text (without the prompt).
+    pub text: String,
+    /// The continuation's token ids, when the backend has them (with the EOS id when it stopped
+    /// on one); `None` for a backend that returns text only.
+    pub token_ids: Option<Vec<u32>>,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+}
+
+/// What an engine is, for manifests and logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// The implementation (`gen-engine`, `hate-classifier`, a remote backend's name).
+    pub backend: String,
+    /// The model it runs (a directory, a hub id, a served model's name).
+    pub model: String,
+    /// The settings that shape its output (an object; the backend chooses the keys).
+    pub settings: serde_json::Value,
+}
+
+/// Text generation: prompts in, one [`Completion`] per prompt out, in the prompts' order.
+///
+/// Object-safe and `Send`, so a caller can hold a `Box<dyn TextGenerator>` chosen at run time.
+pub trait TextGenerator: Send {
+    /// What this generator is: backend, model and the settings that shape its output.
+    fn describe(&self) -> EngineInfo;
+
+    /// How many prompts the backend handles well in one call (its batch size); callers that
+    /// split their work into chunks size them by it.
+    fn preferred_batch_size(&self) -> usize;
+
+    /// Generates a completion for every prompt, in the prompts' order, calling `progress(n)`
+    /// each time `n` more prompts are finished (the calls add up to `prompts.len()`).
+    fn complete(
+        &self,
+        prompts: &[&str],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Completion>>;
+}
+
+impl<G: TextGenerator + ?Sized> TextGenerator for Box<G> {
+    fn describe(&self) -> EngineInfo {
+        (**self).describe()
+    }
+    fn preferred_batch_size(&self) -> usize {
+        (**self).preferred_batch_size()
+    }
+    fn complete(
+        &self,
+        prompts: &[&str],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Completion>> {
+        (**self).complete(prompts, progress)
+    }
+}

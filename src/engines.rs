@@ -1,0 +1,132 @@
+//! The one place where settings — a study's or a subcommand's — become concrete engines.
+//!
+//! The generate and score stages (the study runner's units and the `generate` / `score`
+//! subcommands alike) only see the [`engine_api`] seams: a [`TextGenerator`] that turns prompts
+//! into completions and a [`TextScorer`] that turns texts into label probabilities plus the rule
+//! that makes one toxic. This module is where those trait objects are built: today the local
+//! candle engine ([`gen_engine::LocalGenerator`]) and the RoBERTa classifier
+//! ([`hate_classifier::HateClassifier`]); a new generation backend or scorer is one more arm
+//! here (see `docs/architecture.md`).
+
+use crate::error::Result;
+use crate::study::{Dtype, TooLong};
+use engine_api::{TextGenerator, TextScorer};
+use hub_source::{Hub, Source};
+use std::path::{Path, PathBuf};
+
+/// A PEFT adapter to apply on top of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSpec {
+    /// The adapter: a local directory or a hub repo holding `adapter_config.json` and
+    /// `adapter_model.safetensors`.
+    pub source: Source,
+    /// Fold `scale · B·A` into the base weights (the study's choice) or keep a separate path.
+    pub merge: bool,
+}
+
+/// Everything that decides which generator is built and what it writes.
+#[derive(Debug, Clone)]
+pub struct GeneratorSpec {
+    /// The checkpoint.
+    pub model: Source,
+    /// An optional PEFT adapter.
+    pub adapter: Option<AdapterSpec>,
+    /// The model's name in the records it writes.
+    pub name: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// The numeric type.
+    pub dtype: Dtype,
+    /// Prompts per batch.
+    pub batch_size: usize,
+    /// New tokens per continuation at most.
+    pub max_new_tokens: usize,
+    /// Wrap prompts in the model's chat template.
+    pub chat_template: bool,
+    /// What to do with a prompt that does not fit the context window.
+    pub prompt_too_long: TooLong,
+}
+
+/// Everything that decides which scorer is built.
+#[derive(Debug, Clone)]
+pub struct ScorerSpec {
+    /// The classifier checkpoint.
+    pub source: Source,
+    /// The label whose probability is the toxicity score.
+    pub label: String,
+    /// A text is toxic when its score is at least this.
+    pub threshold: f64,
+    /// Texts per batch.
+    pub batch_size: usize,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+}
+
+/// Checks that this build can run on `device` (`cuda:N` needs the `cuda` feature): bad input
+/// otherwise, said before any work starts.
+pub fn check_device(device: &str) -> Result<()> {
+    gen_engine::parse_device(device)?;
+    Ok(())
+}
+
+/// The engine's dtype choice for a study or CLI dtype.
+pub fn engine_dtype(d: Dtype) -> gen_engine::DTypeChoice {
+    match d {
+        Dtype::Auto => gen_engine::DTypeChoice::Auto,
+        Dtype::F32 => gen_engine::DTypeChoice::F32,
+        Dtype::F16 => gen_engine::DTypeChoice::F16,
+        Dtype::Bf16 => gen_engine::DTypeChoice::BF16,
+    }
+}
+
+/// A local directory holding a PEFT adapter: as given, or its two files fetched into the
+/// Hugging Face cache.
+pub fn adapter_dir(source: &Source) -> Result<PathBuf> {
+    match source {
+        Source::Local(p) => Ok(p.clone()),
+        Source::Hub { .. } => {
+            let snap = source.snapshot(&Hub::from_env());
+            snap.file("adapter_model.safetensors")
+                .map_err(gen_engine::Error::from)?;
+            let cfg = snap
+                .file("adapter_config.json")
+                .map_err(gen_engine::Error::from)?;
+            Ok(cfg.parent().map(Path::to_path_buf).unwrap_or_default())
+        }
+    }
+}
+
+/// Builds the generator `spec` describes (today: the local candle engine).
+pub fn open_generator(spec: &GeneratorSpec) -> Result<Box<dyn TextGenerator>> {
+    let mut opts = gen_engine::LoadOptions {
+        dtype: engine_dtype(spec.dtype),
+        device: Some(gen_engine::parse_device(&spec.device)?),
+        ..Default::default()
+    };
+    if let Some(a) = &spec.adapter {
+        opts = opts.with_adapter(&adapter_dir(&a.source)?, a.merge)?;
+    }
+    tracing::info!("loading {} ({})", spec.name, spec.model);
+    let loaded = gen_engine::load(&spec.model, &opts)?;
+    let params = gen_engine::GenerateParams::new()
+        .max_new_tokens(spec.max_new_tokens)
+        .batch_size(spec.batch_size)
+        .chat_template(spec.chat_template)
+        .truncation(match spec.prompt_too_long {
+            TooLong::Error => gen_engine::TruncationPolicy::Error,
+            TooLong::TruncateLeft => gen_engine::TruncationPolicy::LeftTruncate,
+        });
+    let generator = gen_engine::LocalGenerator::new(loaded, params)?.with_model_name(&spec.name);
+    Ok(Box::new(generator))
+}
+
+/// Builds the scorer `spec` describes (today: the RoBERTa hate-speech classifier).
+pub fn open_scorer(spec: &ScorerSpec) -> Result<Box<dyn TextScorer>> {
+    let classifier = hate_classifier::HateClassifier::params()
+        .label(spec.label.clone())
+        .threshold(spec.threshold as f32)
+        .batch_size(spec.batch_size)
+        .device(gen_engine::parse_device(&spec.device)?)
+        .load(spec.source.to_spec())?;
+    Ok(Box::new(classifier))
+}

@@ -1,0 +1,448 @@
+//! The validated study: what a study file describes once [`super::validate`] has checked it.
+//! Paths are absolute; every setting has its value (defaults filled in by [`super::defaults`]).
+
+use super::validate::absolutize;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole study, parsed and validated. Paths are absolute (resolved against the study file's
+/// directory).
+#[derive(Debug, Clone)]
+pub struct Study {
+    /// The study file.
+    pub file: PathBuf,
+    /// A short name, used in the report's title.
+    pub name: String,
+    /// The output directory (`out` in the file; the CLI's `--out` overrides it).
+    pub out: PathBuf,
+    /// The compute device: `cpu` or `cuda:N`.
+    pub device: String,
+    /// Where the prompts come from and how many of each subset to draw.
+    pub prompts: PromptsSpec,
+    /// The toxicity classifier.
+    pub classifier: ClassifierSpec,
+    /// Generation settings shared by every model.
+    pub generation: GenerationSpec,
+    /// BEST sampler settings shared by every comparison.
+    pub sampler: SamplerSpec,
+    /// The recipe for the models this study fine-tunes itself (`finetune_from`).
+    pub finetune: FinetuneRecipe,
+    /// Model families, in file order.
+    pub families: Vec<Family>,
+    /// The comparisons, in file order.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// A local directory (or file) or a Hugging Face hub repository at a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// A local path (relative to the study file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// A hub repository id, `owner/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    /// The hub revision (branch, tag or commit); `main` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// Where a [`Source`] points, once validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Location {
+    /// A local path, absolute.
+    Local(PathBuf),
+    /// A hub repository and revision.
+    Hub {
+        /// `owner/name`.
+        repo: String,
+        /// Branch, tag or commit.
+        revision: String,
+    },
+}
+
+impl Location {
+    /// The form the CLI subcommands take: a path, or `owner/name@revision`.
+    pub fn to_arg(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+            Location::Hub { repo, revision } => format!("{repo}@{revision}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Hub { repo, revision } => write!(f, "hub:{repo}@{revision}"),
+        }
+    }
+}
+
+/// The prompt set: sources and sampling.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptsSpec {
+    /// RealToxicityPrompts `prompts.jsonl` (plain or `.gz`), or the hub dataset.
+    pub rtp: Location,
+    /// CEB-Continuation-T: a directory with the four JSON files, or the hub dataset.
+    pub ceb: Location,
+    /// Prompts drawn uniformly from RTP (`random` subset).
+    pub random: usize,
+    /// Prompts drawn from RTP rows with `prompt.severe_toxicity > severe_threshold`.
+    pub severe: usize,
+    /// The severe-toxicity threshold (strictly greater than).
+    pub severe_threshold: f64,
+    /// Prompts per CEB axis (race, gender, age, religion).
+    pub per_axis: usize,
+    /// Whether `random` and `severe` may share prompts (the default keeps them disjoint).
+    pub allow_overlap: bool,
+    /// The sampling seed.
+    pub seed: u64,
+}
+
+/// The classifier that scores every continuation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifierSpec {
+    /// Where the checkpoint is.
+    pub source: Location,
+    /// Texts per batch.
+    pub batch_size: usize,
+    /// A text is toxic when its score is at least this.
+    pub threshold: f64,
+    /// The `id2label` name whose probability is the score.
+    pub label: String,
+}
+
+/// The numeric type models run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// f16 on CUDA, f32 on CPU (the authors ran fp16 on GPU).
+    Auto,
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Dtype {
+    /// The concrete dtype for `device`.
+    pub fn resolve(self, device: &str) -> Dtype {
+        match self {
+            Dtype::Auto if device.starts_with("cuda") => Dtype::F16,
+            Dtype::Auto => Dtype::F32,
+            d => d,
+        }
+    }
+
+    /// The spelling the CLI flags use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::Auto => "auto",
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Generation settings (the authors': batches of 16, greedy, 50 new tokens, no chat template).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationSpec {
+    /// Prompts per batch.
+    pub batch_size: usize,
+    /// New tokens per continuation at most.
+    pub max_new_tokens: usize,
+    /// The numeric type.
+    pub dtype: Dtype,
+    /// Wrap prompts in the model's chat template (off in the paper).
+    #[serde(default)]
+    pub chat_template: bool,
+    /// A prompt that does not fit the context window with its new tokens: `error` (default)
+    /// or `truncate-left` (keep its end).
+    #[serde(default)]
+    pub prompt_too_long: TooLong,
+}
+
+/// What to do with a prompt longer than the model's context window allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TooLong {
+    /// Stop with an error naming the prompt.
+    #[default]
+    Error,
+    /// Keep the prompt's last tokens (and its BOS).
+    TruncateLeft,
+}
+
+/// The prior set of the BEST model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priors {
+    /// mu ~ Normal(0, 1), sigma ~ HalfCauchy(10), nu - 1 ~ Exponential(1/29): the paper's.
+    Paper,
+    /// Kruschke's (2013) data-scaled priors.
+    Kruschke,
+}
+
+/// BEST sampler settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplerSpec {
+    /// Chains, run in parallel.
+    pub chains: usize,
+    /// Warm-up iterations per chain.
+    pub tune: usize,
+    /// Kept draws per chain.
+    pub draws: usize,
+    /// The sampler seed.
+    pub seed: u64,
+    /// The prior set.
+    pub priors: Priors,
+    /// The HDI's probability mass.
+    pub hdi_mass: f64,
+    /// An optional region of practical equivalence for mu_baseline - mu_candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope: Option<[f64; 2]>,
+}
+
+/// The instruction template used to fine-tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Template {
+    /// The authors' `<s>[INST] ... [/INST] response</s>` template.
+    Inst,
+    /// The Alpaca template.
+    Alpaca,
+    /// The model's own chat template.
+    Chat,
+}
+
+/// The fine-tune recipe; the defaults are the paper's (design.md §1).
+#[derive(Debug, Clone, Serialize)]
+pub struct FinetuneRecipe {
+    /// The instruction data (Dolly-15k JSONL or the hub dataset).
+    pub data: Location,
+    /// Use only the first N records (for smoke tests); all when absent.
+    pub max_records: Option<usize>,
+    /// The prompt template.
+    pub template: Template,
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA alpha.
+    pub alpha: f64,
+    /// LoRA dropout.
+    pub dropout: f64,
+    /// Target modules; the family's defaults when absent.
+    pub targets: Option<Vec<String>>,
+    /// Epochs.
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (all epochs when absent).
+    pub max_steps: Option<usize>,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Shuffling and initialisation seed.
+    pub seed: u64,
+    /// Sequences are truncated to this many tokens.
+    pub max_seq_len: usize,
+    /// Save a resumable checkpoint every N optimiser steps.
+    pub checkpoint_every: usize,
+}
+
+/// What a model is in its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A pretrained base model.
+    Base,
+    /// The lab's instruction-tuned model.
+    Instruct,
+    /// The instruction-tuned model fine-tuned on Dolly (Comparison 2).
+    DollyTuned,
+    /// A community fine-tune from the hub (Comparison 3).
+    Community,
+}
+
+impl Role {
+    /// The role as written in the study file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Base => "base",
+            Role::Instruct => "instruct",
+            Role::DollyTuned => "dolly-tuned",
+            Role::Community => "community",
+        }
+    }
+}
+
+/// How a model's weights are obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    /// A checkpoint (local or hub), with an optional PEFT adapter applied on top.
+    Checkpoint {
+        /// The checkpoint.
+        model: Location,
+        /// An optional LoRA adapter.
+        adapter: Option<Location>,
+    },
+    /// Fine-tuned by this study from another model of the study with [`Study::finetune`].
+    FinetuneFrom(String),
+}
+
+/// One model of the study.
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    /// A unique name (used in tables, file names and comparisons).
+    pub name: String,
+    /// The family it belongs to.
+    pub family: String,
+    /// Its role.
+    pub role: Role,
+    /// Where its weights come from.
+    pub source: ModelSource,
+}
+
+/// A group of related models (one base model and its fine-tunes).
+#[derive(Debug, Clone, Serialize)]
+pub struct Family {
+    /// The family's name, e.g. `Llama-2-7B`.
+    pub name: String,
+    /// Its models in file order.
+    pub models: Vec<Model>,
+}
+
+/// One (baseline, candidate) pair; the reported difference is baseline - candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pair {
+    /// The baseline model's name.
+    pub baseline: String,
+    /// The candidate model's name.
+    pub candidate: String,
+}
+
+/// A comparison: a titled list of pairs (the paper has three).
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// A short identifier, used in file names.
+    pub id: String,
+    /// The title shown in the report.
+    pub title: String,
+    /// The pairs.
+    pub pairs: Vec<Pair>,
+}
+
+impl Study {
+    /// Every model, family by family, in file order.
+    pub fn models(&self) -> impl Iterator<Item = &Model> {
+        self.families.iter().flat_map(|f| f.models.iter())
+    }
+
+    /// The model with this name.
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models().find(|m| m.name == name)
+    }
+
+    /// Keeps only the comparison `id` and the models it needs (its pairs' models and the
+    /// checkpoints those are fine-tuned from).
+    pub fn retain_comparison(&mut self, id: &str) -> Result<()> {
+        let Some(c) = self.comparisons.iter().find(|c| c.id == id).cloned() else {
+            let ids: Vec<&str> = self.comparisons.iter().map(|c| c.id.as_str()).collect();
+            return Err(Error::BadInput(format!(
+                "{}: no comparison `{id}` (defined: {})",
+                self.file.display(),
+                ids.join(", ")
+            )));
+        };
+        let mut keep: Vec<String> = Vec::new();
+        for p in &c.pairs {
+            for n in [&p.baseline, &p.candidate] {
+                if !keep.contains(n) {
+                    keep.push(n.clone());
+                }
+                if let Some(ModelSource::FinetuneFrom(from)) = self.model(n).map(|m| &m.source)
+                    && !keep.contains(from)
+                {
+                    keep.push(from.clone());
+                }
+            }
+        }
+        for f in &mut self.families {
+            f.models.retain(|m| keep.contains(&m.name));
+        }
+        self.families.retain(|f| !f.models.is_empty());
+        self.comparisons = vec![c];
+        Ok(())
+    }
+
+    /// Replaces each hub checkpoint by `dir/<model name>` when that directory exists (a local
+    /// mirror of the study's checkpoints); returns the names of the models switched.
+    pub fn use_checkpoint_dir(&mut self, dir: &Path) -> Vec<String> {
+        let mut switched = Vec::new();
+        for f in &mut self.families {
+            for m in &mut f.models {
+                if let ModelSource::Checkpoint { model, .. } = &mut m.source
+                    && matches!(model, Location::Hub { .. })
+                    && dir.join(&m.name).is_dir()
+                {
+                    *model = Location::Local(absolutize(
+                        &dir.join(&m.name),
+                        &std::env::current_dir().unwrap_or_default(),
+                    ));
+                    switched.push(m.name.clone());
+                }
+            }
+        }
+        switched
+    }
+
+    /// Checks that every local path the study names exists.
+    pub fn check_local_paths(&self) -> Result<()> {
+        let mut named: Vec<(String, &Location)> = vec![
+            ("prompts.rtp".into(), &self.prompts.rtp),
+            ("prompts.ceb".into(), &self.prompts.ceb),
+            ("classifier".into(), &self.classifier.source),
+        ];
+        if self
+            .models()
+            .any(|m| matches!(m.source, ModelSource::FinetuneFrom(_)))
+        {
+            named.push(("finetune.data".into(), &self.finetune.data));
+        }
+        for m in self.models() {
+            if let ModelSource::Checkpoint { model, adapter } = &m.source {
+                named.push((format!("model `{}`", m.name), model));
+                if let Some(a) = adapter {
+                    named.push((format!("model `{}`: adapter", m.name), a));
+                }
+            }
+        }
+        for (what, l) in named {
+            if let Location::Local(p) = l
+                && !p.exists()
+            {
+                return Err(Error::BadInput(format!(
+                    "{}: {what}: {} does not exist",
+                    self.file.display(),
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
