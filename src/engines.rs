@@ -6,12 +6,14 @@
 //! that makes one toxic. This module is where those trait objects are built: today the local
 //! candle engine ([`gen_engine::LocalGenerator`]) and the RoBERTa classifier
 //! ([`hate_classifier::HateClassifier`]); a new generation backend or scorer is one more arm
-//! here (see `docs/architecture.md`).
+//! here (see `docs/architecture.md`). The study's fine-tunes get their
+//! [`lora_train::finetune::FinetuneSpec`] here too.
 
-use crate::error::Result;
-use crate::study::{Dtype, TooLong};
+use crate::error::{Error, Result};
+use crate::study::{Dtype, Model, ModelSource, Study, TooLong};
 use engine_api::{TextGenerator, TextScorer};
 use hub_source::{Hub, Source};
+use lora_train::finetune::FinetuneSpec;
 use std::path::{Path, PathBuf};
 
 /// A PEFT adapter to apply on top of a checkpoint.
@@ -60,6 +62,79 @@ pub struct ScorerSpec {
     pub batch_size: usize,
     /// `cpu` or `cuda:N`.
     pub device: String,
+}
+
+impl GeneratorSpec {
+    /// How a model of `study` generates: its checkpoint (a `finetune_from` model: its base),
+    /// its adapter (merged, as the study runs it; for a `finetune_from` model the adapter this
+    /// study trained, `trained`), and the study's generation settings.
+    pub fn for_study_model(study: &Study, model: &Model, trained: Option<&Path>) -> Result<Self> {
+        let (checkpoint, adapter) = match &model.source {
+            ModelSource::Checkpoint { model, adapter } => (model.clone(), adapter.clone()),
+            ModelSource::FinetuneFrom(from) => {
+                let base = study.model(from).ok_or_else(|| {
+                    Error::Internal(format!("`{from}` is not a model of the study"))
+                })?;
+                let ModelSource::Checkpoint { model: base, .. } = &base.source else {
+                    return Err(Error::Internal(format!("`{from}` is not a checkpoint")));
+                };
+                let trained = trained.ok_or_else(|| {
+                    Error::Internal(format!("`{}`: its trained adapter is missing", model.name))
+                })?;
+                (base.clone(), Some(Source::Local(trained.to_path_buf())))
+            }
+        };
+        let g = &study.generation;
+        Ok(GeneratorSpec {
+            model: checkpoint,
+            adapter: adapter.map(|source| AdapterSpec {
+                source,
+                merge: true,
+            }),
+            name: model.name.clone(),
+            device: study.device.clone(),
+            dtype: g.dtype,
+            batch_size: g.batch_size,
+            max_new_tokens: g.max_new_tokens,
+            chat_template: g.chat_template,
+            prompt_too_long: g.prompt_too_long,
+        })
+    }
+}
+
+impl ScorerSpec {
+    /// The study's classifier on the study's device.
+    pub fn for_study(study: &Study) -> Self {
+        let c = &study.classifier;
+        ScorerSpec {
+            source: c.source.clone(),
+            label: c.label.clone(),
+            threshold: c.threshold,
+            batch_size: c.batch_size,
+            device: study.device.clone(),
+        }
+    }
+}
+
+/// The fine-tune a study runs on the plain checkpoint `base`: the study's recipe (lora-train's
+/// types, the paper's defaults) on the study's device and dtype, resumable, its PEFT adapter
+/// written to `out` with `base_model_name_or_path` naming the checkpoint as the study does.
+pub fn finetune_spec(study: &Study, base: &Source, out: PathBuf) -> Result<FinetuneSpec> {
+    let r = &study.finetune;
+    let mut spec = FinetuneSpec::paper(base.clone(), r.data.clone(), out);
+    spec.base_model_name = Some(match base {
+        Source::Hub { repo, .. } => repo.id().to_string(),
+        Source::Local(p) => p.display().to_string(),
+    });
+    spec.template = r.template.clone();
+    spec.max_len = r.max_seq_len;
+    spec.limit = r.max_records;
+    spec.lora = r.lora.clone();
+    spec.train = r.train.clone();
+    spec.dtype = engine_dtype(study.generation.dtype);
+    spec.device = gen_engine::parse_device(&study.device)?;
+    spec.resume = true;
+    Ok(spec)
 }
 
 /// Checks that this build can run on `device` (`cuda:N` needs the `cuda` feature): bad input
@@ -127,6 +202,6 @@ pub fn open_scorer(spec: &ScorerSpec) -> Result<Box<dyn TextScorer>> {
         .threshold(spec.threshold as f32)
         .batch_size(spec.batch_size)
         .device(gen_engine::parse_device(&spec.device)?)
-        .load(spec.source.to_spec())?;
+        .load_source(&spec.source)?;
     Ok(Box::new(classifier))
 }

@@ -225,7 +225,7 @@ impl Plan {
                 let base = study.model(from).map(|b| b.source.clone());
                 let inputs = json!({
                     "base": base,
-                    "recipe": study.finetune,
+                    "recipe": study.finetune.key(),
                 });
                 let i = push(&mut units, Stage::Finetune, m.name.clone(), inputs, vec![]);
                 trained.insert(m.name.clone(), i);

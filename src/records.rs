@@ -22,8 +22,9 @@ pub struct GenerationLine {
     pub prompt: String,
     /// The continuation (new tokens decoded, special tokens skipped, trimmed).
     pub completion: String,
-    /// The new token ids.
-    pub completion_token_ids: Vec<u32>,
+    /// The new token ids, when the generation backend reports them (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_token_ids: Option<Vec<u32>>,
     /// `eos` or `length`.
     pub finish_reason: String,
 }

@@ -13,11 +13,11 @@ use crate::plan::Unit;
 use crate::report::{
     ALL, BestSummary, Interval, MuDiffDraws, PairResult, RateSummary, ScoreRow, SubsetResult,
 };
-use crate::study::{Location, Pair, Priors, SamplerSpec, Study};
+use crate::study::{Pair, Priors, SamplerSpec, Study};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The prompt set file of the prompts unit.
 pub const PROMPTS_FILE: &str = "prompts.jsonl";
@@ -43,34 +43,10 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 
 /// The prompts unit: builds the seeded prompt set and writes `prompts.jsonl`.
 pub fn build_prompts(study: &Study, unit: &Unit) -> Result<Value> {
-    use hub_source::{Hub, HubRepo};
-    use toxprompts::sources::{CEB_DIR, RTP_FILE};
     let p = &study.prompts;
-    let hub = Hub::from_env();
-    let rtp = match &p.rtp {
-        Location::Local(path) => path.clone(),
-        Location::Hub { repo, revision } => {
-            let r = HubRepo::dataset(repo)
-                .and_then(|r| r.with_revision(revision))
-                .map_err(toxprompts::Error::from)?;
-            hub.get(&r, RTP_FILE).map_err(toxprompts::Error::from)?
-        }
-    };
-    let policy = toxprompts::OnBadRecord::Fail;
-    let ceb = match &p.ceb {
-        Location::Local(dir) => toxprompts::CebSet::from_dir(dir, policy)?,
-        Location::Hub { repo, revision } => {
-            let r = HubRepo::dataset(repo)
-                .and_then(|r| r.with_revision(revision))
-                .map_err(toxprompts::Error::from)?;
-            let files = toxprompts::CebAxis::ALL
-                .iter()
-                .map(|a| hub.get(&r, &format!("{CEB_DIR}/{}", a.file_name())))
-                .collect::<std::result::Result<Vec<PathBuf>, _>>()
-                .map_err(toxprompts::Error::from)?;
-            toxprompts::CebSet::from_files(&files, policy)?
-        }
-    };
+    let hub = hub_source::Hub::from_env();
+    let rtp = toxprompts::sources::rtp_path(&p.rtp, &hub)?;
+    let ceb = toxprompts::sources::ceb_set(&p.ceb, &hub, toxprompts::OnBadRecord::Fail)?;
     let set = toxprompts::PromptSetParams::default()
         .random(p.random)
         .severe(p.severe)

@@ -151,3 +151,72 @@ fn phi3_defaults_to_its_fused_targets() {
     );
     assert!(out.join("adapter_model.safetensors").is_file());
 }
+
+#[test]
+fn unset_flags_take_the_paper_recipe() {
+    // No --r / --alpha / --dropout / --targets: adapter_config.json has the paper's LoRA
+    // (r 16, alpha 16, dropout 0, the Llama seven) and names the model as given.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("adapter");
+    let model = fixtures().join("lora/llama");
+    let data = fixtures().join("samples/dolly/databricks-dolly-15k.jsonl");
+    let o = finetune(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-len",
+        "24",
+        "--limit",
+        "2",
+        "--max-steps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["r"], 16, "{cfg}");
+    assert_eq!(cfg["lora_alpha"].as_f64(), Some(16.0), "{cfg}");
+    assert_eq!(cfg["lora_dropout"].as_f64(), Some(0.0), "{cfg}");
+    assert_eq!(cfg["use_rslora"], false, "{cfg}");
+    assert_eq!(cfg["base_model_name_or_path"], model.to_str().unwrap());
+    let mut targets: Vec<&str> = cfg["target_modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(
+        targets,
+        [
+            "down_proj",
+            "gate_proj",
+            "k_proj",
+            "o_proj",
+            "q_proj",
+            "up_proj",
+            "v_proj"
+        ]
+    );
+    // One step of the paper's loop: 2 records in one micro-batch of 2, at the paper's lr
+    // after its 5 warm-up steps (step 1 of a warm-up runs at lr 0).
+    let log = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
+    let step: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(step["lr"].as_f64(), Some(0.0), "{step}");
+}
+
+#[test]
+fn help_names_the_paper_defaults() {
+    let o = Command::new(env!("CARGO_BIN_EXE_toxdrift"))
+        .args(["finetune", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for want in ["[default: 16, the paper's]", "[default: 2e-4, the paper's]"] {
+        assert!(help.contains(want), "{want} not in:\n{help}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `toxdrift prompts` end to end on the shipped samples: the binary, its output file, its exit
 //! codes, and the offline hub path through a cache laid out like Hugging Face's.
 
+use hub_source::{HubRepo, layout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -213,22 +214,19 @@ fn hub_sources_resolve_from_the_offline_cache() {
     let home = tempfile::tempdir().unwrap();
     let hub = home.path().join("hub");
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    let put = |folder: &str, file: &str, src: &Path| {
-        let snap = hub.join(folder).join("snapshots").join(commit).join(file);
-        std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
-        std::fs::copy(src, &snap).unwrap();
-        let refs = hub.join(folder).join("refs");
-        std::fs::create_dir_all(&refs).unwrap();
-        std::fs::write(refs.join("main"), commit).unwrap();
+    let put = |repo: &str, file: &str, src: &Path| {
+        let repo = HubRepo::dataset(repo).unwrap();
+        layout::put_file(&hub, &repo, commit, file, src).unwrap();
+        layout::set_ref(&hub, &repo, "main", commit).unwrap();
     };
     put(
-        "datasets--allenai--real-toxicity-prompts",
+        "allenai/real-toxicity-prompts",
         "prompts.jsonl",
         &samples().join("rtp/prompts.jsonl"),
     );
     for f in ["race", "gender", "age", "religion"] {
         put(
-            "datasets--Song-SW--CEB",
+            "Song-SW/CEB",
             &format!("data/CEB-Continuation-T/{f}.json"),
             &samples().join(format!("CEB-Continuation-T/{f}.json")),
         );

@@ -5,91 +5,52 @@
 mod common;
 
 use common::*;
+use hub_source::{HubRepo, layout};
 use std::path::Path;
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
-
-/// Copies the files of `src` (recursively) into the cache snapshot of `repo`.
-fn cache_repo(hub: &Path, kind: &str, repo: &str, files: &[(&Path, &str)]) {
-    let dir = hub.join(format!("{kind}--{}", repo.replace('/', "--")));
-    let snap = dir.join("snapshots").join(REV);
-    for (src, dst) in files {
-        let to = snap.join(dst);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(src, &to).unwrap();
-    }
-    std::fs::create_dir_all(dir.join("refs")).unwrap();
-    std::fs::write(dir.join("refs/main"), REV).unwrap();
-}
-
-fn cache_dir(hub: &Path, kind: &str, repo: &str, src: &Path) {
-    let files: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (p, name)
-        })
-        .collect();
-    let refs: Vec<(&Path, &str)> = files
-        .iter()
-        .map(|(p, n)| (p.as_path(), n.as_str()))
-        .collect();
-    cache_repo(hub, kind, repo, &refs);
-}
 
 #[test]
 fn a_hub_only_study_runs_offline_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = tmp.path().join("hf").join("hub");
     let fx = root().join("tests/fixtures");
-    let samples = fx.join("samples");
-    cache_repo(
-        &hub,
-        "datasets",
-        "allenai/real-toxicity-prompts",
-        &[(&samples.join("rtp/prompts.jsonl"), "prompts.jsonl")],
-    );
-    let ceb: Vec<(std::path::PathBuf, String)> = ["race", "gender", "age", "religion"]
-        .iter()
-        .map(|a| {
-            (
-                samples.join(format!("CEB-Continuation-T/{a}.json")),
-                format!("data/CEB-Continuation-T/{a}.json"),
-            )
-        })
-        .collect();
-    let ceb: Vec<(&Path, &str)> = ceb.iter().map(|(p, n)| (p.as_path(), n.as_str())).collect();
-    cache_repo(&hub, "datasets", "Song-SW/CEB", &ceb);
-    cache_repo(
-        &hub,
-        "datasets",
-        "databricks/databricks-dolly-15k",
-        &[(
-            &samples.join("dolly/databricks-dolly-15k.jsonl"),
+    let dataset = |id: &str| HubRepo::dataset(id).unwrap();
+    let model = |id: &str| HubRepo::model(id).unwrap();
+    // (repo, path in the repo, file or directory under tests/fixtures), each at REV = main.
+    for (repo, in_repo, src) in [
+        (
+            dataset("allenai/real-toxicity-prompts"),
+            "prompts.jsonl",
+            "samples/rtp/prompts.jsonl",
+        ),
+        (
+            dataset("Song-SW/CEB"),
+            "data/CEB-Continuation-T",
+            "samples/CEB-Continuation-T",
+        ),
+        (
+            dataset("databricks/databricks-dolly-15k"),
             "databricks-dolly-15k.jsonl",
-        )],
-    );
-    cache_dir(&hub, "models", "tiny-org/llama", &fx.join("gen/llama"));
-    cache_dir(
-        &hub,
-        "models",
-        "tiny-org/llama-chat",
-        &fx.join("gen/llama31"),
-    );
-    cache_dir(
-        &hub,
-        "models",
-        "tiny-org/llama-chat-lora",
-        &fx.join("gen/llama-lora"),
-    );
-    cache_dir(
-        &hub,
-        "models",
-        "tiny-org/hate-classifier",
-        &fx.join("classifier/vocab-merges"),
-    );
+            "samples/dolly/databricks-dolly-15k.jsonl",
+        ),
+        (model("tiny-org/llama"), "", "gen/llama"),
+        (model("tiny-org/llama-chat"), "", "gen/llama31"),
+        (model("tiny-org/llama-chat-lora"), "", "gen/llama-lora"),
+        (
+            model("tiny-org/hate-classifier"),
+            "",
+            "classifier/vocab-merges",
+        ),
+    ] {
+        let src = fx.join(src);
+        if src.is_dir() {
+            layout::put_dir(&hub, &repo, REV, in_repo, &src).unwrap();
+        } else {
+            layout::put_file(&hub, &repo, REV, in_repo, &src).unwrap();
+        }
+        layout::set_ref(&hub, &repo, "main", REV).unwrap();
+    }
 
     let study = r#"
 name = "hub-cache"

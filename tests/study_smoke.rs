@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
+use toxdrift::records::read_scores;
 use toxdrift::report::{Report, ScoreRow, toxic_rates};
-use toxdrift::stages::read_scores;
 
 #[test]
 fn smoke_study_runs_end_to_end_and_the_report_agrees_with_the_stages() {

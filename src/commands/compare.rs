@@ -2,21 +2,12 @@
 //! over all prompts, written as one JSON file (design.md §3). Differences are baseline − candidate.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
+use toxdrift::best_mcmc::BestParams;
 use toxdrift::error::{Error, Result};
 use toxdrift::report::ScoreRow;
-use toxdrift::stages::{CompareSide, Compared, build_comparison};
-
-/// Prior sets selectable on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PriorsArg {
-    /// mu ~ Normal(0, 1), sigma ~ HalfCauchy(10), nu − 1 ~ Exponential(1/29) (the paper's).
-    Paper,
-    /// Kruschke's data-scaled priors.
-    Kruschke,
-}
+use toxdrift::study::Priors;
+use toxdrift::{CompareSide, Compared, build_comparison};
 
 /// Compare two models' scores with BEST (continuous scores) and a Beta-Binomial rate comparison.
 #[derive(Debug, clap::Args)]
@@ -31,22 +22,22 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// MCMC chains (run in parallel threads).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = BestParams::default().get_chains())]
     pub chains: usize,
     /// Tuning iterations per chain.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = BestParams::default().get_tune())]
     pub tune: usize,
     /// Kept draws per chain.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = BestParams::default().get_draws())]
     pub draws: usize,
     /// Random seed (the same for every subset).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = BestParams::default().get_seed())]
     pub seed: u64,
     /// Prior set.
-    #[arg(long, value_enum, default_value_t = PriorsArg::Paper)]
-    pub priors: PriorsArg,
+    #[arg(long, value_enum, default_value_t = Priors::Paper)]
+    pub priors: Priors,
     /// Mass of the highest-density intervals.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = BestParams::default().get_hdi_prob())]
     pub hdi_prob: f64,
     /// Region of practical equivalence for mu_baseline − mu_candidate, e.g. `--rope -0.005 0.005`.
     #[arg(long, num_args = 2, value_names = ["LOW", "HIGH"], allow_negative_numbers = true)]
@@ -91,15 +82,12 @@ pub fn run(args: Args) -> Result<()> {
         tune: args.tune,
         draws: args.draws,
         seed: args.seed,
-        priors: match args.priors {
-            PriorsArg::Paper => toxdrift::study::Priors::Paper,
-            PriorsArg::Kruschke => toxdrift::study::Priors::Kruschke,
-        },
+        priors: args.priors,
         hdi_mass: args.hdi_prob,
         rope,
     };
     // Reject bad settings before reading anything large.
-    toxdrift::stages::best_params(&sampler).check()?;
+    toxdrift::best_params(&sampler).check()?;
 
     let (base, base_side) = read_scores(&args.baseline)?;
     let (cand, cand_side) = read_scores(&args.candidate)?;
@@ -187,7 +175,7 @@ mod tests {
             tune: 200,
             draws: 200,
             seed: 5,
-            priors: PriorsArg::Paper,
+            priors: Priors::Paper,
             hdi_prob: 0.95,
             rope: Some(vec![-0.001, 0.001]),
             draws_dir: Some(dir.join("draws")),

@@ -1,12 +1,10 @@
 //! `toxdrift finetune`: LoRA fine-tuning with the authors' recipe, saved as a PEFT adapter.
 
 use clap::ValueEnum;
+use hub_source::{RepoKind, Source};
 use indicatif::{ProgressBar, ProgressStyle};
 use lora_train::data::Fields;
-use lora_train::finetune::{FinetuneSpec, LoraParams, finetune};
-use lora_train::optim::{AdamWParams, Schedule};
-use lora_train::template::{LossOn, Template};
-use lora_train::trainer::TrainParams;
+use lora_train::finetune::{FinetuneSpec, finetune};
 use std::path::PathBuf;
 use toxdrift::error::Result;
 use toxdrift::gen_engine::{self, DTypeChoice};
@@ -36,10 +34,11 @@ pub enum Dtype {
 /// Fine-tune a model with LoRA on an instruction dataset (Dolly-15k by default) and save a PEFT
 /// adapter (`adapter_config.json` + `adapter_model.safetensors`) that Python's PEFT loads.
 ///
-/// Defaults are the authors' recipe: r 16, alpha 16, dropout 0, every projection of the model
-/// family (Llama-style seven, Phi-3's fused four), one epoch, batch 2 × accumulation 8, AdamW
-/// lr 2e-4 with weight decay 0.01, 5 warm-up steps then linear decay, clip 1.0, seed 3407, max
-/// length 2048, loss on all tokens, the `[INST]` template.
+/// Every setting left out takes the authors' recipe (`lora_train::finetune::FinetuneSpec::paper`):
+/// r 16, alpha 16, dropout 0, every projection of the model family (Llama-style seven, Phi-3's
+/// fused four), one epoch, batch 2 × accumulation 8, AdamW lr 2e-4 with weight decay 0.01, 5
+/// warm-up steps then linear decay, clip 1.0, seed 3407, max length 2048, loss on all tokens,
+/// the `[INST]` template.
 /// Checkpoints go to OUT/checkpoints/; `--resume` continues a killed run exactly.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,16 +46,17 @@ pub struct Args {
     /// id `owner/name[@rev]` read through the HF cache.
     #[arg(long)]
     pub model: String,
-    /// Dataset: a JSONL file, or a hub dataset `owner/name[:file]` read through the HF cache
-    /// (HF_HUB_OFFLINE=1 never downloads).
-    #[arg(long, default_value = "databricks/databricks-dolly-15k")]
-    pub data: String,
+    /// Dataset: a JSONL file, or a hub dataset `owner/name[@rev][:file]` read through the HF
+    /// cache (HF_HUB_OFFLINE=1 never downloads). [default: the paper's,
+    /// databricks/databricks-dolly-15k:databricks-dolly-15k.jsonl]
+    #[arg(long)]
+    pub data: Option<String>,
     /// Output adapter directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// Record layout of the dataset.
-    #[arg(long, value_enum, default_value_t = Format::Dolly)]
-    pub format: Format,
+    /// Record layout of the dataset. [default: dolly, the paper's]
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
     /// Override the instruction field name.
     #[arg(long)]
     pub instruction_field: Option<String>,
@@ -67,182 +67,191 @@ pub struct Args {
     #[arg(long)]
     pub response_field: Option<String>,
     /// Prompt template: authors (`<s>[INST] ... [/INST] ...`), alpaca, chat (the model's own).
-    #[arg(long, default_value = "authors")]
-    pub template: String,
+    /// [default: authors, the paper's]
+    #[arg(long)]
+    pub template: Option<String>,
     /// Maximum tokens per sequence; longer ones are truncated (and counted).
-    #[arg(long, default_value_t = 2048)]
-    pub max_len: usize,
-    /// Tokens in the loss: all (the authors) or response.
-    #[arg(long, default_value = "all")]
-    pub loss_on: String,
-    /// Use only the first N records.
+    /// [default: 2048, the paper's]
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Tokens in the loss: all or response. [default: all, the paper's]
+    #[arg(long)]
+    pub loss_on: Option<String>,
+    /// Use only the first N records. [default: every record]
     #[arg(long)]
     pub limit: Option<usize>,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 16)]
-    pub r: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
-    pub alpha: f64,
-    /// LoRA dropout.
-    #[arg(long, default_value_t = 0.0)]
-    pub dropout: f64,
-    /// Target modules (PEFT names, comma separated). Default: the model family's projections
-    /// (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj; Phi-3:
-    /// qkv_proj,o_proj,gate_up_proj,down_proj).
+    /// LoRA rank. [default: 16, the paper's]
+    #[arg(long)]
+    pub r: Option<usize>,
+    /// LoRA alpha. [default: 16, the paper's]
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// LoRA dropout. [default: 0, the paper's]
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Target modules (PEFT names, comma separated). [default: the model family's projections,
+    /// the paper's: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj; Phi-3:
+    /// qkv_proj,o_proj,gate_up_proj,down_proj]
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
-    /// rsLoRA scaling (alpha / sqrt(r)).
+    /// rsLoRA scaling (alpha / sqrt(r)). [default: off, the paper's]
     #[arg(long)]
     pub rslora: bool,
     /// Start from this PEFT adapter's weights instead of a fresh initialisation.
     #[arg(long, value_name = "DIR")]
     pub init_adapter: Option<PathBuf>,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f64,
-    /// AdamW weight decay (decoupled).
-    #[arg(long, default_value_t = 0.01)]
-    pub weight_decay: f64,
-    /// AdamW beta1.
-    #[arg(long, default_value_t = 0.9)]
-    pub beta1: f64,
-    /// AdamW beta2.
-    #[arg(long, default_value_t = 0.999)]
-    pub beta2: f64,
-    /// AdamW epsilon.
-    #[arg(long, default_value_t = 1e-8)]
-    pub eps: f64,
+    /// Peak learning rate. [default: 2e-4, the paper's]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// AdamW weight decay (decoupled). [default: 0.01, the paper's]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// AdamW beta1. [default: 0.9, torch's]
+    #[arg(long)]
+    pub beta1: Option<f64>,
+    /// AdamW beta2. [default: 0.999, torch's]
+    #[arg(long)]
+    pub beta2: Option<f64>,
+    /// AdamW epsilon. [default: 1e-8, torch's]
+    #[arg(long)]
+    pub eps: Option<f64>,
     /// Learning-rate schedule: linear, cosine, constant (all after linear warm-up).
-    #[arg(long, default_value = "linear")]
-    pub schedule: String,
-    /// Warm-up optimizer steps.
-    #[arg(long, default_value_t = 5)]
-    pub warmup_steps: usize,
-    /// Sequences per micro-batch.
-    #[arg(long, default_value_t = 2)]
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 8)]
-    pub grad_accum: usize,
-    /// Gradient clipping (global L2 norm); 0 disables.
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    /// Epochs.
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
+    /// [default: linear, the paper's]
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Warm-up optimizer steps. [default: 5, the paper's]
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Sequences per micro-batch. [default: 2, the paper's]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step. [default: 8, the paper's]
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Gradient clipping (global L2 norm); 0 disables. [default: 1.0, HF Trainer's]
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    /// Epochs. [default: 1, the paper's]
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Stop after this many optimizer steps (overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Seed for initialisation and shuffling.
-    #[arg(long, default_value_t = 3407)]
-    pub seed: u64,
-    /// Keep the dataset order.
+    /// Seed for initialisation and shuffling. [default: 3407, the paper's]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the dataset order. [default: shuffled each epoch]
     #[arg(long)]
     pub no_shuffle: bool,
-    /// Write a checkpoint every N optimizer steps (0: never).
-    #[arg(long, default_value_t = 50)]
-    pub checkpoint_every: usize,
-    /// Checkpoints to keep.
-    #[arg(long, default_value_t = 2)]
-    pub keep_checkpoints: usize,
+    /// Write a checkpoint every N optimizer steps (0: never). [default: 50]
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Checkpoints to keep. [default: 2]
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
     /// Resume from the newest checkpoint in OUT.
     #[arg(long)]
     pub resume: bool,
     /// Also write the merged model (HF layout) to this directory.
     #[arg(long, value_name = "DIR")]
     pub merged_out: Option<PathBuf>,
-    /// Name of the base model in adapter_config.json (default: --model as given).
+    /// Name of the base model in adapter_config.json. [default: --model as given]
     #[arg(long)]
     pub base_model_name: Option<String>,
-    /// Base model dtype (LoRA weights are always f32).
-    #[arg(long, value_enum, default_value_t = Dtype::Auto)]
-    pub dtype: Dtype,
-    /// Device: cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Base model dtype (LoRA weights are always f32). [default: auto]
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
+    /// Device: cpu or cuda:N. [default: cpu]
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
-/// The LoRA targets of the family of `model` (a directory or a hub id, resolved through the HF
-/// cache as the fine-tune itself will).
-fn family_targets(model: &str) -> Result<Vec<String>> {
-    let source = hub_source::Source::parse(model, hub_source::RepoKind::Model)
-        .map_err(gen_engine::Error::from)?;
-    let dir = gen_engine::checkpoint_dir(&source, &hub_source::Hub::from_env())?;
-    Ok(gen_engine::models::default_lora_targets(&dir)?)
-}
-
-/// Runs `toxdrift finetune`.
-pub fn run(args: Args) -> Result<()> {
-    let mut fields = match args.format {
-        Format::Dolly => Fields::dolly(),
-        Format::Alpaca => Fields::alpaca(),
+/// The spec of a run: [`FinetuneSpec::paper`], changed only where a flag is given.
+fn spec_from(args: Args) -> Result<FinetuneSpec> {
+    let hub_err = lora_train::Error::from;
+    let model = Source::parse(&args.model, RepoKind::Model).map_err(hub_err)?;
+    let data = match &args.data {
+        Some(d) => Source::parse(d, RepoKind::Dataset).map_err(hub_err)?,
+        None => lora_train::data::dolly(),
     };
+    let mut spec = FinetuneSpec::paper(model, data, args.out);
+    match args.format {
+        Some(Format::Dolly) => spec.fields = Fields::dolly(),
+        Some(Format::Alpaca) => spec.fields = Fields::alpaca(),
+        None => {}
+    }
     if let Some(f) = args.instruction_field {
-        fields.instruction = f;
+        spec.fields.instruction = f;
     }
     if let Some(f) = args.context_field {
-        fields.context = (!f.is_empty()).then_some(f);
+        spec.fields.context = (!f.is_empty()).then_some(f);
     }
     if let Some(f) = args.response_field {
-        fields.response = f;
+        spec.fields.response = f;
     }
-    let template: Template = args.template.parse()?;
-    let loss_on: LossOn = args.loss_on.parse()?;
-    let schedule: Schedule = args.schedule.parse()?;
-    let targets = match args.targets {
-        Some(t) => t,
-        None => family_targets(&args.model)?,
-    };
-    let spec = FinetuneSpec {
-        model: args.model.clone(),
-        base_model_name: args.base_model_name,
-        data: args.data,
-        fields,
-        template,
-        max_len: args.max_len,
-        loss_on,
-        limit: args.limit,
-        lora: LoraParams {
-            r: args.r,
-            alpha: args.alpha,
-            dropout: args.dropout,
-            targets,
-            use_rslora: args.rslora,
-            init_seed: args.seed,
-        },
-        init_adapter: args.init_adapter,
-        train: TrainParams {
-            adamw: AdamWParams {
-                lr: args.lr,
-                beta1: args.beta1,
-                beta2: args.beta2,
-                eps: args.eps,
-                weight_decay: args.weight_decay,
-            },
-            schedule,
-            warmup_steps: args.warmup_steps,
-            micro_batch: args.batch_size,
-            grad_accum: args.grad_accum,
-            max_grad_norm: args.max_grad_norm,
-            epochs: args.epochs,
-            max_steps: args.max_steps,
-            shuffle: !args.no_shuffle,
-            seed: args.seed,
-            checkpoint_every: args.checkpoint_every,
-            keep_checkpoints: args.keep_checkpoints,
-        },
-        dtype: match args.dtype {
+    if let Some(t) = args.template {
+        spec.template = t.parse()?;
+    }
+    set(&mut spec.max_len, args.max_len);
+    if let Some(l) = args.loss_on {
+        spec.loss_on = l.parse()?;
+    }
+    spec.limit = args.limit.or(spec.limit);
+    let lora = &mut spec.lora;
+    set(&mut lora.r, args.r);
+    set(&mut lora.alpha, args.alpha);
+    set(&mut lora.dropout, args.dropout);
+    set(&mut lora.targets, args.targets);
+    lora.use_rslora |= args.rslora;
+    spec.init_adapter = args.init_adapter.or(spec.init_adapter);
+    let train = &mut spec.train;
+    set(&mut train.adamw.lr, args.lr);
+    set(&mut train.adamw.weight_decay, args.weight_decay);
+    set(&mut train.adamw.beta1, args.beta1);
+    set(&mut train.adamw.beta2, args.beta2);
+    set(&mut train.adamw.eps, args.eps);
+    if let Some(s) = args.schedule {
+        train.schedule = s.parse()?;
+    }
+    set(&mut train.warmup_steps, args.warmup_steps);
+    set(&mut train.micro_batch, args.batch_size);
+    set(&mut train.grad_accum, args.grad_accum);
+    set(&mut train.max_grad_norm, args.max_grad_norm);
+    set(&mut train.epochs, args.epochs);
+    train.max_steps = args.max_steps.or(train.max_steps);
+    train.shuffle &= !args.no_shuffle;
+    set(&mut train.checkpoint_every, args.checkpoint_every);
+    set(&mut train.keep_checkpoints, args.keep_checkpoints);
+    if let Some(seed) = args.seed {
+        spec.set_seed(seed);
+    }
+    spec.resume |= args.resume;
+    spec.merged_out = args.merged_out.or(spec.merged_out);
+    spec.base_model_name = args.base_model_name.or(spec.base_model_name);
+    if let Some(d) = args.dtype {
+        spec.dtype = match d {
             Dtype::Auto => DTypeChoice::Auto,
             Dtype::F32 => DTypeChoice::F32,
             Dtype::F16 => DTypeChoice::F16,
             Dtype::Bf16 => DTypeChoice::BF16,
-        },
-        device: gen_engine::parse_device(&args.device).map_err(lora_train::Error::from)?,
-        out: args.out.clone(),
-        merged_out: args.merged_out.clone(),
-        resume: args.resume,
-    };
+        };
+    }
+    if let Some(d) = args.device {
+        spec.device = gen_engine::parse_device(&d).map_err(lora_train::Error::from)?;
+    }
+    Ok(spec)
+}
+
+/// `*field = v` when the flag was given.
+fn set<T>(field: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *field = v;
+    }
+}
+
+/// Runs `toxdrift finetune`.
+pub fn run(args: Args) -> Result<()> {
+    let spec = spec_from(args)?;
     let bar = ProgressBar::hidden();
     let mut on_start = |steps: usize, truncated: usize| {
         if truncated > 0 {
@@ -275,9 +284,9 @@ pub fn run(args: Args) -> Result<()> {
         report.truncated,
         report.wrapped_modules,
         report.trainable_params,
-        args.out.display()
+        spec.out.display()
     );
-    if let Some(m) = &args.merged_out {
+    if let Some(m) = &spec.merged_out {
         eprintln!("merged model written to {}", m.display());
     }
     Ok(())

@@ -3,11 +3,14 @@
 
 use std::path::PathBuf;
 
-use gen_engine::{DTypeChoice, GenerateParams, Generator, LoadOptions, TruncationPolicy};
+use hub_source::{RepoKind, Source};
+use toxdrift::engines::{AdapterSpec, GeneratorSpec, open_generator};
 use toxdrift::error::{Error, Result};
+use toxdrift::gen_engine::{self, GenerateParams};
+use toxdrift::generate_into;
 use toxdrift::io::ResumableJsonl;
-use toxdrift::model_stages::generate_into;
 use toxdrift::progress::progress_bar;
+use toxdrift::study::{Dtype, TooLong};
 
 /// Generate continuations for every prompt (greedy, left-padded batches, as the study ran it).
 #[derive(Debug, clap::Args)]
@@ -29,14 +32,14 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// New tokens per prompt at most.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = GenerateParams::default().get_max_new_tokens())]
     pub max_new_tokens: usize,
     /// Prompts per batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = GenerateParams::default().get_batch_size())]
     pub batch_size: usize,
     /// f32, f16, bf16 or auto (auto: f32 on CPU, the checkpoint's dtype on GPU).
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
+    #[arg(long, default_value = "auto", value_parser = Dtype::parse)]
+    pub dtype: Dtype,
     /// cpu or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -50,9 +53,6 @@ pub struct Args {
     #[arg(long)]
     pub model_name: Option<String>,
 }
-
-/// Prompts per append (and fsync): a kill loses at most this many batches of work.
-const CHUNK_BATCHES: usize = 4;
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<()> {
@@ -70,44 +70,34 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let source = hub_source::Source::parse(&args.model, hub_source::RepoKind::Model)
-        .map_err(gen_engine::Error::from)?;
-    let mut opts = LoadOptions {
-        dtype: DTypeChoice::parse(&args.dtype)?,
-        device: Some(gen_engine::parse_device(&args.device)?),
-        ..LoadOptions::default()
-    };
-    if let Some(a) = &args.adapter {
-        opts = opts.with_adapter(a, !args.no_merge)?;
-    }
-    let model_label = args
+    let model = Source::parse(&args.model, RepoKind::Model).map_err(gen_engine::Error::from)?;
+    let name = args
         .model_name
         .clone()
         .unwrap_or_else(|| match &args.adapter {
-            Some(a) => format!("{}+{}", source.display_name(), a.display()),
-            None => source.display_name(),
+            Some(a) => format!("{}+{}", model.display_name(), a.display()),
+            None => model.display_name(),
         });
-    let loaded = gen_engine::load(&source, &opts)?;
-    let params = GenerateParams::new()
-        .max_new_tokens(args.max_new_tokens)
-        .batch_size(args.batch_size)
-        .chat_template(args.chat_template)
-        .truncation(if args.truncate {
-            TruncationPolicy::LeftTruncate
+    let spec = GeneratorSpec {
+        model,
+        adapter: args.adapter.as_ref().map(|a| AdapterSpec {
+            source: Source::Local(a.clone()),
+            merge: !args.no_merge,
+        }),
+        name: name.clone(),
+        device: args.device.clone(),
+        dtype: args.dtype,
+        batch_size: args.batch_size,
+        max_new_tokens: args.max_new_tokens,
+        chat_template: args.chat_template,
+        prompt_too_long: if args.truncate {
+            TooLong::TruncateLeft
         } else {
-            TruncationPolicy::Error
-        });
-    let generator = Generator::new(
-        loaded.model.as_ref(),
-        &loaded.tokenizer,
-        &loaded.eos_token_ids,
-        params,
-    )?;
-    let bar = progress_bar(
-        true,
-        prompts.len() as u64,
-        format!("generate {model_label}"),
-    );
+            TooLong::Error
+        },
+    };
+    let generator = open_generator(&spec)?;
+    let bar = progress_bar(true, prompts.len() as u64, format!("generate {name}"));
     if !out.is_empty() {
         bar.println(format!(
             "resuming: {} records already in {}",
@@ -117,14 +107,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     bar.set_position((prompts.len() - todo) as u64);
     bar.reset_eta();
-    generate_into(
-        &generator,
-        &prompts,
-        &model_label,
-        &mut out,
-        args.batch_size.max(1) * CHUNK_BATCHES,
-        &mut |n| bar.inc(n as u64),
-    )?;
+    generate_into(generator.as_ref(), &prompts, &name, &mut out, &mut |n| {
+        bar.inc(n as u64)
+    })?;
     bar.finish();
     Ok(())
 }

@@ -21,19 +21,19 @@ pub struct Args {
     #[arg(long, value_name = "DIR|HUB")]
     pub ceb: Option<String>,
     /// Prompts drawn uniformly from all RTP rows.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = PromptSetParams::paper().get_random())]
     pub random: usize,
     /// Prompts drawn from RTP rows with prompt.severe_toxicity above --severe-threshold.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = PromptSetParams::paper().get_severe())]
     pub severe: usize,
     /// Prompts drawn from each CEB axis (race, gender, age, religion).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = PromptSetParams::paper().get_per_axis())]
     pub per_axis: usize,
     /// Eligibility threshold of the severe subset (strictly greater than), in [0, 1).
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = PromptSetParams::paper().get_severe_threshold())]
     pub severe_threshold: f64,
     /// Sampling seed (the same seed gives the same set on every platform).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = PromptSetParams::paper().get_seed())]
     pub seed: u64,
     /// Let the random and severe subsets share rows (disjoint by default).
     #[arg(long)]

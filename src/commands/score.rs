@@ -5,13 +5,14 @@
 
 use std::path::PathBuf;
 
-use hate_classifier::HateClassifier;
+use hub_source::{RepoKind, Source};
+use toxdrift::engines::{ScorerSpec, open_scorer};
 use toxdrift::error::Result;
 use toxdrift::gen_engine;
 use toxdrift::io::ResumableJsonl;
-use toxdrift::model_stages::score_into;
 use toxdrift::progress::progress_bar;
 use toxdrift::records::read_generations;
+use toxdrift::score_into;
 
 /// Score the continuations of a generations file with the RoBERTa hate-speech classifier.
 #[derive(Debug, clap::Args)]
@@ -39,9 +40,6 @@ pub struct Args {
     pub device: String,
 }
 
-/// Records appended (and fsynced) at a time: a kill loses at most this many scores.
-const CHUNK: usize = 256;
-
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<()> {
     let gens = read_generations(&args.input)?;
@@ -55,12 +53,15 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let clf = HateClassifier::params()
-        .label(args.label.clone())
-        .threshold(args.threshold)
-        .batch_size(args.batch_size)
-        .device(gen_engine::parse_device(&args.device)?)
-        .load(&args.classifier)?;
+    let spec = ScorerSpec {
+        source: Source::parse(&args.classifier, RepoKind::Model)
+            .map_err(gen_engine::Error::from)?,
+        label: args.label.clone(),
+        threshold: f64::from(args.threshold),
+        batch_size: args.batch_size,
+        device: args.device.clone(),
+    };
+    let scorer = open_scorer(&spec)?;
     let bar = progress_bar(
         true,
         gens.len() as u64,
@@ -75,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     bar.set_position((gens.len() - todo) as u64);
     bar.reset_eta();
-    score_into(&clf, &gens, &mut out, CHUNK, &mut |n| bar.inc(n as u64))?;
+    score_into(scorer.as_ref(), &gens, &mut out, &mut |n| bar.inc(n as u64))?;
     bar.finish();
     Ok(())
 }

@@ -2,21 +2,34 @@
 
 use super::model::*;
 
+// Where a crate defines the paper's value, the default is read from it (one definition).
+
+fn paper_prompts() -> toxprompts::PromptSetParams {
+    toxprompts::PromptSetParams::paper()
+}
+fn paper_sampler() -> best_mcmc::BestParams {
+    best_mcmc::BestParams::default()
+}
+
 pub(super) fn d_gen_batch() -> usize {
-    16
+    gen_engine::GenerateParams::default().get_batch_size()
 }
 pub(super) fn d_max_new() -> usize {
-    50
+    gen_engine::GenerateParams::default().get_max_new_tokens()
 }
 pub(super) fn d_dtype() -> Dtype {
     Dtype::Auto
 }
 pub(super) fn d_chains() -> usize {
-    4
+    paper_sampler().get_chains()
 }
-pub(super) fn d_1000() -> usize {
-    1000
+pub(super) fn d_tune() -> usize {
+    paper_sampler().get_tune()
 }
+pub(super) fn d_draws() -> usize {
+    paper_sampler().get_draws()
+}
+/// The study's sampler seed (best-mcmc's own default is 0).
 pub(super) fn d_sampler_seed() -> u64 {
     42
 }
@@ -24,66 +37,35 @@ pub(super) fn d_priors() -> Priors {
     Priors::Paper
 }
 pub(super) fn d_hdi() -> f64 {
-    0.95
+    paper_sampler().get_hdi_prob()
 }
 pub(super) fn d_device() -> String {
     "cpu".into()
 }
+pub(super) fn d_random() -> usize {
+    paper_prompts().get_random()
+}
+pub(super) fn d_severe() -> usize {
+    paper_prompts().get_severe()
+}
 pub(super) fn d_severe_threshold() -> f64 {
-    0.75
+    paper_prompts().get_severe_threshold()
 }
 pub(super) fn d_per_axis() -> usize {
-    100
+    paper_prompts().get_per_axis()
 }
 pub(super) fn d_prompt_seed() -> u64 {
-    42
+    paper_prompts().get_seed()
 }
 pub(super) fn d_cls_batch() -> usize {
-    32
+    hate_classifier::DEFAULT_BATCH_SIZE
 }
 pub(super) fn d_threshold() -> f64 {
-    0.5
+    f64::from(hate_classifier::DEFAULT_THRESHOLD)
 }
 pub(super) fn d_label() -> String {
-    "hate".into()
+    hate_classifier::DEFAULT_LABEL.into()
 }
-pub(super) fn d_template() -> Template {
-    Template::Inst
-}
-pub(super) fn d_rank() -> usize {
-    16
-}
-pub(super) fn d_alpha() -> f64 {
-    16.0
-}
-pub(super) fn d_epochs() -> usize {
-    1
-}
-pub(super) fn d_ft_batch() -> usize {
-    2
-}
-pub(super) fn d_accum() -> usize {
-    8
-}
-pub(super) fn d_lr() -> f64 {
-    2e-4
-}
-pub(super) fn d_warmup() -> usize {
-    5
-}
-pub(super) fn d_wd() -> f64 {
-    0.01
-}
-pub(super) fn d_ft_seed() -> u64 {
-    3407
-}
-pub(super) fn d_max_seq() -> usize {
-    2048
-}
-pub(super) fn d_ckpt() -> usize {
-    50
-}
-
 impl Default for GenerationSpec {
     fn default() -> Self {
         Self {
@@ -100,8 +82,8 @@ impl Default for SamplerSpec {
     fn default() -> Self {
         Self {
             chains: d_chains(),
-            tune: d_1000(),
-            draws: d_1000(),
+            tune: d_tune(),
+            draws: d_draws(),
             seed: d_sampler_seed(),
             priors: d_priors(),
             hdi_mass: d_hdi(),
@@ -111,26 +93,22 @@ impl Default for SamplerSpec {
 }
 
 impl FinetuneRecipe {
-    /// The paper's recipe (design.md §1) on `data`.
-    pub fn paper(data: Location) -> Self {
-        Self {
+    /// The paper's recipe (design.md §1) on `data`: lora-train's
+    /// [`FinetuneSpec::paper`](lora_train::finetune::FinetuneSpec::paper), the one place its
+    /// numbers are written, less what each fine-tuned model fills in (its checkpoint, its output).
+    pub fn paper(data: Source) -> Self {
+        let spec = lora_train::finetune::FinetuneSpec::paper(
+            data.clone(), // a placeholder model: only the recipe's fields are read
             data,
-            max_records: None,
-            template: d_template(),
-            rank: d_rank(),
-            alpha: d_alpha(),
-            dropout: 0.0,
-            targets: None,
-            epochs: d_epochs(),
-            max_steps: None,
-            batch_size: d_ft_batch(),
-            grad_accum: d_accum(),
-            lr: d_lr(),
-            warmup_steps: d_warmup(),
-            weight_decay: d_wd(),
-            seed: d_ft_seed(),
-            max_seq_len: d_max_seq(),
-            checkpoint_every: d_ckpt(),
+            std::path::PathBuf::new(),
+        );
+        Self {
+            data: spec.data,
+            max_records: spec.limit,
+            template: spec.template,
+            max_seq_len: spec.max_len,
+            lora: spec.lora,
+            train: spec.train,
         }
     }
 }

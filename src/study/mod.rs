@@ -34,7 +34,7 @@
 //! let study = toxdrift::study::Study::from_str(text, std::path::Path::new("/tmp/study.toml"))?;
 //! assert_eq!(study.models().count(), 2);
 //! assert_eq!(study.generation.max_new_tokens, 50);
-//! assert_eq!(study.finetune.rank, 16);
+//! assert_eq!(study.finetune.lora.r, 16);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -139,21 +139,23 @@ pairs = [["a", "b"]]
         assert_eq!(s.prompts.random, 1000);
         assert_eq!(s.prompts.severe, 1000);
         assert_eq!(s.prompts.per_axis, 100);
-        assert_eq!(s.prompts.rtp, Location::Local("/s/rtp.jsonl".into()));
+        assert_eq!(s.prompts.rtp, Source::Local("/s/rtp.jsonl".into()));
         assert_eq!(s.generation.batch_size, 16);
         assert_eq!(s.generation.dtype.resolve("cuda:0"), Dtype::F16);
         assert_eq!(s.sampler.chains, 4);
-        assert_eq!(s.finetune.lr, 2e-4);
-        assert_eq!(s.finetune.grad_accum, 8);
+        assert_eq!(s.finetune.train.adamw.lr, 2e-4);
+        assert_eq!(s.finetune.train.grad_accum, 8);
         assert_eq!(s.classifier.threshold, 0.5);
         let b = s.model("b").unwrap();
         assert_eq!(
             b.source,
             ModelSource::Checkpoint {
-                model: Location::Hub {
-                    repo: "org/b".into(),
-                    revision: "v1".into()
-                },
+                model: Source::hub(
+                    hub_source::HubRepo::model("org/b")
+                        .unwrap()
+                        .with_revision("v1")
+                        .unwrap()
+                ),
                 adapter: None
             }
         );
@@ -230,7 +232,7 @@ pairs = [["a", "b"]]
             s.model("d").unwrap().source,
             ModelSource::FinetuneFrom("b".into())
         );
-        assert_eq!(s.finetune.max_steps, Some(2));
+        assert_eq!(s.finetune.train.max_steps, Some(2));
         let e = err(&with_recipe.replace("finetune_from = \"b\"", "finetune_from = \"q\""));
         assert!(e.contains("`q` is not a model"), "{e}");
     }

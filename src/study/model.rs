@@ -34,62 +34,15 @@ pub struct Study {
     pub comparisons: Vec<Comparison>,
 }
 
-/// A local directory (or file) or a Hugging Face hub repository at a revision.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    /// A local path (relative to the study file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// A hub repository id, `owner/name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hub: Option<String>,
-    /// The hub revision (branch, tag or commit); `main` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-}
-
-/// Where a [`Source`] points, once validated.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Location {
-    /// A local path, absolute.
-    Local(PathBuf),
-    /// A hub repository and revision.
-    Hub {
-        /// `owner/name`.
-        repo: String,
-        /// Branch, tag or commit.
-        revision: String,
-    },
-}
-
-impl Location {
-    /// The form the CLI subcommands take: a path, or `owner/name@revision`.
-    pub fn to_arg(&self) -> String {
-        match self {
-            Location::Local(p) => p.display().to_string(),
-            Location::Hub { repo, revision } => format!("{repo}@{revision}"),
-        }
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Local(p) => write!(f, "{}", p.display()),
-            Location::Hub { repo, revision } => write!(f, "hub:{repo}@{revision}"),
-        }
-    }
-}
+pub use hub_source::Source;
 
 /// The prompt set: sources and sampling.
 #[derive(Debug, Clone, Serialize)]
 pub struct PromptsSpec {
     /// RealToxicityPrompts `prompts.jsonl` (plain or `.gz`), or the hub dataset.
-    pub rtp: Location,
+    pub rtp: Source,
     /// CEB-Continuation-T: a directory with the four JSON files, or the hub dataset.
-    pub ceb: Location,
+    pub ceb: Source,
     /// Prompts drawn uniformly from RTP (`random` subset).
     pub random: usize,
     /// Prompts drawn from RTP rows with `prompt.severe_toxicity > severe_threshold`.
@@ -108,7 +61,7 @@ pub struct PromptsSpec {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassifierSpec {
     /// Where the checkpoint is.
-    pub source: Location,
+    pub source: Source,
     /// Texts per batch.
     pub batch_size: usize,
     /// A text is toxic when its score is at least this.
@@ -139,6 +92,18 @@ impl Dtype {
             Dtype::Auto => Dtype::F32,
             d => d,
         }
+    }
+
+    /// Parses `auto`, `f32`, `f16`, `bf16` (and the torch spellings `float32`, `float16`,
+    /// `half`, `bfloat16`), as the engine does.
+    pub fn parse(s: &str) -> std::result::Result<Dtype, String> {
+        use gen_engine::DTypeChoice as D;
+        Ok(match D::parse(s).map_err(|e| e.to_string())? {
+            D::Auto => Dtype::Auto,
+            D::F32 => Dtype::F32,
+            D::F16 => Dtype::F16,
+            D::BF16 => Dtype::Bf16,
+        })
     }
 
     /// The spelling the CLI flags use.
@@ -183,7 +148,7 @@ pub enum TooLong {
 }
 
 /// The prior set of the BEST model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Priors {
     /// mu ~ Normal(0, 1), sigma ~ HalfCauchy(10), nu - 1 ~ Exponential(1/29): the paper's.
@@ -213,55 +178,55 @@ pub struct SamplerSpec {
     pub rope: Option<[f64; 2]>,
 }
 
-/// The instruction template used to fine-tune.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Template {
-    /// The authors' `<s>[INST] ... [/INST] response</s>` template.
-    Inst,
-    /// The Alpaca template.
-    Alpaca,
-    /// The model's own chat template.
-    Chat,
-}
+pub use lora_train::template::Template;
 
-/// The fine-tune recipe; the defaults are the paper's (design.md §1).
-#[derive(Debug, Clone, Serialize)]
+/// The fine-tune recipe, in lora-train's own types; the defaults are the paper's
+/// ([`lora_train::finetune::FinetuneSpec::paper`], design.md §1).
+#[derive(Debug, Clone)]
 pub struct FinetuneRecipe {
     /// The instruction data (Dolly-15k JSONL or the hub dataset).
-    pub data: Location,
+    pub data: Source,
     /// Use only the first N records (for smoke tests); all when absent.
     pub max_records: Option<usize>,
     /// The prompt template.
     pub template: Template,
-    /// LoRA rank.
-    pub rank: usize,
-    /// LoRA alpha.
-    pub alpha: f64,
-    /// LoRA dropout.
-    pub dropout: f64,
-    /// Target modules; the family's defaults when absent.
-    pub targets: Option<Vec<String>>,
-    /// Epochs.
-    pub epochs: usize,
-    /// Stop after this many optimiser steps (all epochs when absent).
-    pub max_steps: Option<usize>,
-    /// Sequences per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches per optimiser step.
-    pub grad_accum: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Linear warm-up steps.
-    pub warmup_steps: usize,
-    /// AdamW weight decay.
-    pub weight_decay: f64,
-    /// Shuffling and initialisation seed.
-    pub seed: u64,
     /// Sequences are truncated to this many tokens.
     pub max_seq_len: usize,
-    /// Save a resumable checkpoint every N optimiser steps.
-    pub checkpoint_every: usize,
+    /// The LoRA shape; empty `targets` means the family's own projections.
+    pub lora: lora_train::finetune::LoraParams,
+    /// The training loop (optimiser, schedule, batches, seed, checkpoints).
+    pub train: lora_train::trainer::TrainParams,
+}
+
+impl FinetuneRecipe {
+    /// The settings a finetune unit is keyed on, in the form run keys have always been hashed
+    /// from (changing it would rerun every finished fine-tune).
+    pub fn key(&self) -> serde_json::Value {
+        let (l, t) = (&self.lora, &self.train);
+        serde_json::json!({
+            "data": self.data,
+            "max_records": self.max_records,
+            "template": match self.template {
+                Template::AuthorsInst => "inst",
+                Template::Alpaca => "alpaca",
+                Template::Chat => "chat",
+            },
+            "rank": l.r,
+            "alpha": l.alpha,
+            "dropout": l.dropout,
+            "targets": (!l.targets.is_empty()).then_some(&l.targets),
+            "epochs": t.epochs,
+            "max_steps": t.max_steps,
+            "batch_size": t.micro_batch,
+            "grad_accum": t.grad_accum,
+            "lr": t.adamw.lr,
+            "warmup_steps": t.warmup_steps,
+            "weight_decay": t.adamw.weight_decay,
+            "seed": t.seed,
+            "max_seq_len": self.max_seq_len,
+            "checkpoint_every": t.checkpoint_every,
+        })
+    }
 }
 
 /// What a model is in its family.
@@ -297,9 +262,9 @@ pub enum ModelSource {
     /// A checkpoint (local or hub), with an optional PEFT adapter applied on top.
     Checkpoint {
         /// The checkpoint.
-        model: Location,
+        model: Source,
         /// An optional LoRA adapter.
-        adapter: Option<Location>,
+        adapter: Option<Source>,
     },
     /// Fine-tuned by this study from another model of the study with [`Study::finetune`].
     FinetuneFrom(String),
@@ -397,10 +362,10 @@ impl Study {
         for f in &mut self.families {
             for m in &mut f.models {
                 if let ModelSource::Checkpoint { model, .. } = &mut m.source
-                    && matches!(model, Location::Hub { .. })
+                    && matches!(model, Source::Hub { .. })
                     && dir.join(&m.name).is_dir()
                 {
-                    *model = Location::Local(absolutize(
+                    *model = Source::Local(absolutize(
                         &dir.join(&m.name),
                         &std::env::current_dir().unwrap_or_default(),
                     ));
@@ -413,7 +378,7 @@ impl Study {
 
     /// Checks that every local path the study names exists.
     pub fn check_local_paths(&self) -> Result<()> {
-        let mut named: Vec<(String, &Location)> = vec![
+        let mut named: Vec<(String, &Source)> = vec![
             ("prompts.rtp".into(), &self.prompts.rtp),
             ("prompts.ceb".into(), &self.prompts.ceb),
             ("classifier".into(), &self.classifier.source),
@@ -433,7 +398,7 @@ impl Study {
             }
         }
         for (what, l) in named {
-            if let Location::Local(p) = l
+            if let Source::Local(p) = l
                 && !p.exists()
             {
                 return Err(Error::BadInput(format!(

@@ -33,11 +33,11 @@ pub(super) struct RawStudy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPrompts {
-    pub(super) rtp: Spanned<Source>,
-    pub(super) ceb: Spanned<Source>,
-    #[serde(default = "d_1000")]
+    pub(super) rtp: Spanned<RawSource>,
+    pub(super) ceb: Spanned<RawSource>,
+    #[serde(default = "d_random")]
     pub(super) random: usize,
-    #[serde(default = "d_1000")]
+    #[serde(default = "d_severe")]
     pub(super) severe: usize,
     #[serde(default = "d_severe_threshold")]
     pub(super) severe_threshold: f64,
@@ -69,39 +69,23 @@ pub(super) struct RawClassifier {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFinetune {
-    pub(super) data: Spanned<Source>,
-    #[serde(default)]
+    pub(super) data: Spanned<RawSource>,
     pub(super) max_records: Option<usize>,
-    #[serde(default = "d_template")]
-    pub(super) template: Template,
-    #[serde(default = "d_rank")]
-    pub(super) rank: usize,
-    #[serde(default = "d_alpha")]
-    pub(super) alpha: f64,
-    #[serde(default)]
-    pub(super) dropout: f64,
-    #[serde(default)]
+    pub(super) template: Option<Spanned<String>>,
+    pub(super) rank: Option<usize>,
+    pub(super) alpha: Option<f64>,
+    pub(super) dropout: Option<f64>,
     pub(super) targets: Option<Vec<String>>,
-    #[serde(default = "d_epochs")]
-    pub(super) epochs: usize,
-    #[serde(default)]
+    pub(super) epochs: Option<usize>,
     pub(super) max_steps: Option<usize>,
-    #[serde(default = "d_ft_batch")]
-    pub(super) batch_size: usize,
-    #[serde(default = "d_accum")]
-    pub(super) grad_accum: usize,
-    #[serde(default = "d_lr")]
-    pub(super) lr: f64,
-    #[serde(default = "d_warmup")]
-    pub(super) warmup_steps: usize,
-    #[serde(default = "d_wd")]
-    pub(super) weight_decay: f64,
-    #[serde(default = "d_ft_seed")]
-    pub(super) seed: u64,
-    #[serde(default = "d_max_seq")]
-    pub(super) max_seq_len: usize,
-    #[serde(default = "d_ckpt")]
-    pub(super) checkpoint_every: usize,
+    pub(super) batch_size: Option<usize>,
+    pub(super) grad_accum: Option<usize>,
+    pub(super) lr: Option<f64>,
+    pub(super) warmup_steps: Option<usize>,
+    pub(super) weight_decay: Option<f64>,
+    pub(super) seed: Option<u64>,
+    pub(super) max_seq_len: Option<usize>,
+    pub(super) checkpoint_every: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,7 +107,7 @@ pub(super) struct RawModel {
     #[serde(default)]
     pub(super) revision: Option<String>,
     #[serde(default)]
-    pub(super) adapter: Option<Spanned<Source>>,
+    pub(super) adapter: Option<Spanned<RawSource>>,
     #[serde(default)]
     pub(super) finetune_from: Option<Spanned<String>>,
 }
@@ -135,4 +119,19 @@ pub(super) struct RawComparison {
     #[serde(default)]
     pub(super) title: Option<String>,
     pub(super) pairs: Vec<Spanned<(Spanned<String>, Spanned<String>)>>,
+}
+
+/// A local directory (or file) or a Hugging Face hub repository at a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    /// A local path (relative to the study file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) path: Option<PathBuf>,
+    /// A hub repository id, `owner/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) hub: Option<String>,
+    /// The hub revision (branch, tag or commit); `main` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) revision: Option<String>,
 }

@@ -4,6 +4,8 @@
 use super::model::*;
 use super::schema::*;
 use crate::error::{Error, Result};
+use hub_source::{HubRepo, RepoKind};
+use lora_train::data::DOLLY_REPO;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -43,7 +45,8 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let base = absolutize(&base, &std::env::current_dir().unwrap_or_default());
-    let resolve = |s: &Spanned<Source>, what: &str| resolve_source(&loc, &base, s, what);
+    let resolve =
+        |kind, s: &Spanned<RawSource>, what: &str| resolve_source(&loc, &base, kind, s, what);
 
     let device = raw.device.trim().to_string();
     if !valid_device(&device) {
@@ -64,8 +67,8 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
         ));
     }
     let prompts = PromptsSpec {
-        rtp: resolve(&p.rtp, "prompts.rtp")?,
-        ceb: resolve(&p.ceb, "prompts.ceb")?,
+        rtp: resolve(RepoKind::Dataset, &p.rtp, "prompts.rtp")?,
+        ceb: resolve(RepoKind::Dataset, &p.ceb, "prompts.ceb")?,
         random: p.random,
         severe: p.severe,
         severe_threshold: p.severe_threshold,
@@ -82,8 +85,14 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
 
     let c = &raw.classifier;
     let classifier = ClassifierSpec {
-        source: location(&base, c.path.as_ref(), c.hub.as_ref(), c.revision.as_ref())
-            .map_err(|m| bad(file, format!("classifier: {m}")))?,
+        source: location(
+            &base,
+            RepoKind::Model,
+            c.path.as_ref(),
+            c.hub.as_ref(),
+            c.revision.as_ref(),
+        )
+        .map_err(|m| bad(file, format!("classifier: {m}")))?,
         batch_size: c.batch_size,
         threshold: c.threshold,
         label: c.label.clone(),
@@ -170,13 +179,20 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
                     ModelSource::FinetuneFrom(from.get_ref().clone())
                 }
                 (None, _, _) => {
-                    let model =
-                        location(&base, m.path.as_ref(), m.hub.as_ref(), m.revision.as_ref())
-                            .map_err(|msg| {
-                                loc.err(span.clone(), format!("model `{name}`: {msg}"))
-                            })?;
+                    let model = location(
+                        &base,
+                        RepoKind::Model,
+                        m.path.as_ref(),
+                        m.hub.as_ref(),
+                        m.revision.as_ref(),
+                    )
+                    .map_err(|msg| loc.err(span.clone(), format!("model `{name}`: {msg}")))?;
                     let adapter = match &m.adapter {
-                        Some(a) => Some(resolve(a, &format!("model `{name}`: adapter"))?),
+                        Some(a) => Some(resolve(
+                            RepoKind::Model,
+                            a,
+                            &format!("model `{name}`: adapter"),
+                        )?),
                         None => None,
                     };
                     ModelSource::Checkpoint { model, adapter }
@@ -246,56 +262,18 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
     }
 
     let finetune = match &raw.finetune {
-        Some(ft) => {
-            let span = ft.span();
-            let ft = ft.get_ref();
-            let recipe = FinetuneRecipe {
-                data: resolve(&ft.data, "finetune.data")?,
-                max_records: ft.max_records,
-                template: ft.template,
-                rank: ft.rank,
-                alpha: ft.alpha,
-                dropout: ft.dropout,
-                targets: ft.targets.clone(),
-                epochs: ft.epochs,
-                max_steps: ft.max_steps,
-                batch_size: ft.batch_size,
-                grad_accum: ft.grad_accum,
-                lr: ft.lr,
-                warmup_steps: ft.warmup_steps,
-                weight_decay: ft.weight_decay,
-                seed: ft.seed,
-                max_seq_len: ft.max_seq_len,
-                checkpoint_every: ft.checkpoint_every,
-            };
-            let problem = if recipe.rank == 0 {
-                Some("finetune.rank must be at least 1")
-            } else if recipe.epochs == 0 || recipe.max_steps == Some(0) {
-                Some("finetune.epochs and finetune.max_steps must be at least 1")
-            } else if recipe.batch_size == 0 || recipe.grad_accum == 0 {
-                Some("finetune.batch_size and finetune.grad_accum must be at least 1")
-            } else if !(recipe.lr > 0.0 && recipe.lr.is_finite()) {
-                Some("finetune.lr must be positive")
-            } else if !(0.0..1.0).contains(&recipe.dropout) {
-                Some("finetune.dropout must be in [0, 1)")
-            } else if recipe.max_seq_len == 0 || recipe.checkpoint_every == 0 {
-                Some("finetune.max_seq_len and finetune.checkpoint_every must be at least 1")
-            } else {
-                None
-            };
-            if let Some(p) = problem {
-                return Err(loc.err(span, p));
-            }
-            Some(recipe)
-        }
+        Some(ft) => Some(finetune_recipe(
+            &loc,
+            ft,
+            resolve(RepoKind::Dataset, &ft.get_ref().data, "finetune.data")?,
+        )?),
         None => None,
     };
     let finetune = match finetune {
         Some(f) => f,
-        None if finetune_refs.is_empty() => FinetuneRecipe::paper(Location::Hub {
-            repo: "databricks/databricks-dolly-15k".into(),
-            revision: "main".into(),
-        }),
+        None if finetune_refs.is_empty() => FinetuneRecipe::paper(Source::hub(
+            HubRepo::dataset(DOLLY_REPO).map_err(|e| Error::Internal(e.to_string()))?,
+        )),
         None => {
             let (name, from) = &finetune_refs[0];
             return Err(loc.err(
@@ -428,46 +406,35 @@ pub(super) fn absolutize(p: &Path, base: &Path) -> PathBuf {
     out
 }
 
-/// A valid hub id: `name` or `owner/name`, no spaces, no empty parts.
-fn valid_repo_id(id: &str) -> bool {
-    let parts: Vec<&str> = id.split('/').collect();
-    (1..=2).contains(&parts.len())
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && !p.starts_with('.')
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        })
-}
-
 fn location(
     base: &Path,
+    kind: RepoKind,
     path: Option<&PathBuf>,
     hub: Option<&String>,
     revision: Option<&String>,
-) -> std::result::Result<Location, String> {
+) -> std::result::Result<Source, String> {
     match (path, hub) {
         (Some(p), None) => {
             if revision.is_some() {
                 return Err("`revision` only applies to `hub`, not to a local `path`".into());
             }
-            Ok(Location::Local(absolutize(p, base)))
+            Ok(Source::Local(absolutize(p, base)))
         }
         (None, Some(h)) => {
-            if !valid_repo_id(h) {
-                return Err(format!(
+            let repo = HubRepo::new(h, kind).map_err(|_| {
+                format!(
                     "hub id `{h}` is not a valid repository id (`owner/name`, letters, digits, \
                      `-`, `_`, `.`; no spaces)"
-                ));
-            }
-            let revision = revision.cloned().unwrap_or_else(|| "main".into());
-            if revision.trim().is_empty() {
-                return Err("`revision` is empty".into());
-            }
-            Ok(Location::Hub {
-                repo: h.clone(),
-                revision,
-            })
+                )
+            })?;
+            let repo = match revision {
+                Some(r) if r.trim().is_empty() => return Err("`revision` is empty".into()),
+                Some(r) => repo
+                    .with_revision(r)
+                    .map_err(|e| format!("`revision`: {e}"))?,
+                None => repo,
+            };
+            Ok(Source::hub(repo))
         }
         (Some(_), Some(_)) => Err("give either `path` or `hub`, not both".into()),
         (None, None) => Err("needs a `path` (local) or a `hub` id".into()),
@@ -477,15 +444,75 @@ fn location(
 fn resolve_source(
     loc: &Locator<'_>,
     base: &Path,
-    s: &Spanned<Source>,
+    kind: RepoKind,
+    s: &Spanned<RawSource>,
     what: &str,
-) -> Result<Location> {
+) -> Result<Source> {
     let src = s.get_ref();
     location(
         base,
+        kind,
         src.path.as_ref(),
         src.hub.as_ref(),
         src.revision.as_ref(),
     )
     .map_err(|m| loc.err(s.span(), format!("{what}: {m}")))
+}
+
+/// The study's [finetune] table over the paper's recipe, checked by lora-train's own checks.
+fn finetune_recipe(
+    loc: &Locator<'_>,
+    ft: &Spanned<RawFinetune>,
+    data: Source,
+) -> Result<FinetuneRecipe> {
+    let span = ft.span();
+    let f = ft.get_ref();
+    let mut r = FinetuneRecipe::paper(data);
+    if let Some(t) = &f.template {
+        r.template = t
+            .get_ref()
+            .parse()
+            .map_err(|e| loc.err(t.span(), format!("finetune.template: {e}")))?;
+    }
+    macro_rules! set {
+        ($($key:ident => $($field:ident).+;)*) => {$(
+            if let Some(v) = f.$key.clone() {
+                r.$($field).+ = v;
+            }
+        )*};
+    }
+    set! {
+        max_seq_len => max_seq_len;
+        rank => lora.r;
+        alpha => lora.alpha;
+        dropout => lora.dropout;
+        targets => lora.targets;
+        epochs => train.epochs;
+        batch_size => train.micro_batch;
+        grad_accum => train.grad_accum;
+        lr => train.adamw.lr;
+        warmup_steps => train.warmup_steps;
+        weight_decay => train.adamw.weight_decay;
+        checkpoint_every => train.checkpoint_every;
+    }
+    r.max_records = f.max_records;
+    r.train.max_steps = f.max_steps;
+    if let Some(seed) = f.seed {
+        r.train.seed = seed;
+        r.lora.init_seed = seed;
+    }
+    let checked = r
+        .lora
+        .check()
+        .and_then(|()| r.train.check())
+        .map_err(|e| loc.err(span.clone(), format!("finetune: {e}")));
+    checked?;
+    // Study-only rules: a study's fine-tunes must be resumable and see at least one token.
+    if r.max_seq_len == 0 || r.train.checkpoint_every == 0 {
+        return Err(loc.err(
+            span,
+            "finetune.max_seq_len and finetune.checkpoint_every must be at least 1",
+        ));
+    }
+    Ok(r)
 }

@@ -126,6 +126,31 @@ impl BestParams {
         self
     }
 
+    /// Number of chains.
+    pub fn get_chains(&self) -> usize {
+        self.chains
+    }
+    /// Tuning iterations per chain.
+    pub fn get_tune(&self) -> usize {
+        self.tune
+    }
+    /// Kept draws per chain.
+    pub fn get_draws(&self) -> usize {
+        self.draws
+    }
+    /// The seed.
+    pub fn get_seed(&self) -> u64 {
+        self.seed
+    }
+    /// The prior set.
+    pub fn get_priors(&self) -> Priors {
+        self.priors
+    }
+    /// Mass of the highest-density intervals.
+    pub fn get_hdi_prob(&self) -> f64 {
+        self.hdi_prob
+    }
+
     /// Checks every parameter; [`BestParams::fit`] calls it before sampling.
     pub fn check(&self) -> Result<()> {
         let bad = |name, reason: String| Err(Error::InvalidParam { name, reason });

@@ -5,24 +5,15 @@ mod common;
 use candle_core::DType;
 use common::*;
 use gen_engine::{DTypeChoice, Error, ForwardCtx, Hub, LoadOptions, Source};
-use hub_source::{HubRepo, RepoKind};
+use hub_source::{HubRepo, RepoKind, layout};
 
 /// A cache laid out as huggingface_hub writes it: refs/<rev> → commit, snapshots/<commit>/files.
 fn fake_cache(files_from: &str) -> tempfile::TempDir {
     let cache = tempfile::tempdir().unwrap();
-    let repo = cache.path().join("models--tiny--llama");
-    let snap = repo.join("snapshots/0123456789abcdef0123456789abcdef01234567");
-    std::fs::create_dir_all(&snap).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(
-        repo.join("refs/main"),
-        "0123456789abcdef0123456789abcdef01234567",
-    )
-    .unwrap();
-    for e in std::fs::read_dir(fixture(files_from)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), snap.join(e.file_name())).unwrap();
-    }
+    let repo = HubRepo::model("tiny/llama").unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    layout::put_dir(cache.path(), &repo, commit, "", &fixture(files_from)).unwrap();
+    layout::set_ref(cache.path(), &repo, "main", commit).unwrap();
     cache
 }
 

@@ -163,6 +163,15 @@ impl ClassifierParams {
         HateClassifier::from_files(self, files)
     }
 
+    /// Loads the classifier from a [`hub_source::Source`]: a checkpoint directory or a hub repo
+    /// at a revision.
+    pub fn load_source(&self, source: &hub_source::Source) -> Result<HateClassifier> {
+        self.check()?;
+        let hub = self.hub.clone().unwrap_or_else(Hub::from_env);
+        let files = source::resolve_source(source, &hub)?;
+        HateClassifier::from_files(self, files)
+    }
+
     /// Loads the classifier from a checkpoint directory.
     pub fn load_dir(&self, dir: impl AsRef<Path>) -> Result<HateClassifier> {
         let dir = dir.as_ref();

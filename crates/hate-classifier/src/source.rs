@@ -47,7 +47,11 @@ fn checkpoint_error(e: HubError) -> Error {
 /// Resolves `spec`: an existing directory, or a hub id `owner/name[@revision]` looked up with
 /// `hub` (the Hugging Face cache first; a download only when online).
 pub(crate) fn resolve(spec: &str, hub: &Hub) -> Result<CheckpointFiles> {
-    let source = Source::parse(spec, RepoKind::Model)?;
+    resolve_source(&Source::parse(spec, RepoKind::Model)?, hub)
+}
+
+/// Resolves a parsed source (see [`resolve`]).
+pub(crate) fn resolve_source(source: &Source, hub: &Hub) -> Result<CheckpointFiles> {
     let snap = match &source {
         Source::Local(dir) if !dir.is_dir() => {
             return Err(Error::MissingFile {

@@ -1,6 +1,7 @@
 //! Loading by hub id from a directory laid out like the Hugging Face cache, offline.
 
 use hate_classifier::{Error, HateClassifier, Hub};
+use hub_source::{HubRepo, layout};
 use std::path::Path;
 
 const FIXTURES: &str = concat!(
@@ -10,15 +11,10 @@ const FIXTURES: &str = concat!(
 
 /// `models--owner--name/snapshots/<rev>/…` + `refs/main`, as huggingface_hub writes it.
 fn fake_cache(cache: &Path, repo: &str, fixture: &str, rev: &str) {
-    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let snap = root.join("snapshots").join(rev);
-    std::fs::create_dir_all(&snap).unwrap();
-    for e in std::fs::read_dir(Path::new(FIXTURES).join(fixture)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), snap.join(e.file_name())).unwrap();
-    }
-    std::fs::create_dir_all(root.join("refs")).unwrap();
-    std::fs::write(root.join("refs/main"), rev).unwrap();
+    let repo = HubRepo::model(repo).unwrap();
+    let files = Path::new(FIXTURES).join(fixture);
+    layout::put_dir(cache, &repo, rev, "", &files).unwrap();
+    layout::set_ref(cache, &repo, "main", rev).unwrap();
 }
 
 #[test]

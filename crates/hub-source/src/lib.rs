@@ -13,23 +13,24 @@
 //!   [`Snapshot::safetensors`] (single file or shards; [`WeightIndex`] is the one parser of
 //!   `model.safetensors.index.json`), [`Snapshot::tokenizer`] (`tokenizer.json`, else
 //!   `vocab.json` + `merges.txt`), [`Snapshot::file`] and [`Snapshot::optional`].
+//! - [`layout`]: writes the cache layout `huggingface_hub` writes ([`layout::put_file`],
+//!   [`layout::put_dir`], [`layout::set_ref`]): seed an offline cache from local files, or lay
+//!   one out in a test.
 //! - [`HubError`]: the one error type; [`HubError::is_bad_input`] tells the user's fault (a bad
 //!   spec, a file missing offline or locally) from a failed download.
 //!
 //! ```
-//! use hub_source::{Hub, RepoKind, Source, TokenizerFiles};
+//! use hub_source::{Hub, HubRepo, RepoKind, Source, TokenizerFiles, layout};
 //!
 //! // A cache laid out as huggingface_hub writes it: refs/<revision> holds a commit,
-//! // snapshots/<commit>/ the files.
+//! // snapshots/<commit>/ the files (links into blobs/).
 //! let cache = tempfile::tempdir()?;
-//! let repo = cache.path().join("models--tiny--llama");
-//! let snap = repo.join("snapshots/abc123");
-//! std::fs::create_dir_all(&snap)?;
+//! let repo = HubRepo::model("tiny/llama")?;
 //! for f in ["config.json", "tokenizer.json", "model.safetensors"] {
-//!     std::fs::write(snap.join(f), "{}")?;
+//!     layout::put_bytes(cache.path(), &repo, "abc123", f, b"{}")?;
 //! }
-//! std::fs::create_dir_all(repo.join("refs"))?;
-//! std::fs::write(repo.join("refs/main"), "abc123")?;
+//! layout::set_ref(cache.path(), &repo, "main", "abc123")?;
+//! let snap = cache.path().join("models--tiny--llama/snapshots/abc123");
 //!
 //! let hub = Hub::with_cache_dir(cache.path()).offline(true);
 //! let source = Source::parse("tiny/llama@main", RepoKind::Model)?;
@@ -49,6 +50,7 @@
 
 mod error;
 mod hub;
+pub mod layout;
 mod snapshot;
 mod source;
 

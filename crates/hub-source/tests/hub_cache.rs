@@ -3,8 +3,8 @@
 //! (`datasets--owner--name/{blobs,snapshots/<commit>,refs/<rev>}`), with no network: offline
 //! lookups, revisions, commit hashes, dangling links, clear errors, sources and snapshots.
 
-use hub_source::{Hub, HubError, HubRepo, RepoKind, Snapshot, Source, TokenizerFiles};
-use std::path::{Path, PathBuf};
+use hub_source::{Hub, HubError, HubRepo, RepoKind, Snapshot, Source, TokenizerFiles, layout};
+use std::path::PathBuf;
 
 const MAIN: &str = "1111111111111111111111111111111111111111";
 const V1: &str = "2222222222222222222222222222222222222222";
@@ -16,64 +16,23 @@ fn samples() -> PathBuf {
     ))
 }
 
-/// Puts `src` into the cache as Python does: the bytes in `blobs/<name>`, a relative symlink in
-/// `snapshots/<commit>/<file>`.
-fn put(cache: &Path, folder: &str, commit: &str, file: &str, src: &Path) {
-    let root = cache.join(folder);
-    let blob = root
-        .join("blobs")
-        .join(format!("{commit}-{}", file.replace('/', "_")));
-    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
-    std::fs::copy(src, &blob).unwrap();
-    let link = root.join("snapshots").join(commit).join(file);
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    let depth = file.split('/').count() + 1;
-    let target = PathBuf::from("../".repeat(depth))
-        .join("blobs")
-        .join(blob.file_name().unwrap());
-    std::os::unix::fs::symlink(target, &link).unwrap();
-}
-
-fn set_ref(cache: &Path, folder: &str, rev: &str, commit: &str) {
-    let path = cache.join(folder).join("refs").join(rev);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, commit).unwrap();
-}
-
+/// RTP at `main`; CEB at `main` (four files) and at tag `v1` (race.json only), as
+/// `huggingface_hub` lays them out (blobs, snapshot links, refs).
 fn fake_cache() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path();
-    let rtp = "datasets--allenai--real-toxicity-prompts";
-    put(
-        c,
-        rtp,
-        MAIN,
-        "prompts.jsonl",
-        &samples().join("rtp/prompts.jsonl"),
-    );
-    set_ref(c, rtp, "main", MAIN);
-    let ceb = "datasets--Song-SW--CEB";
-    for f in ["race", "gender", "age", "religion"] {
-        let src = samples().join(format!("CEB-Continuation-T/{f}.json"));
-        put(
-            c,
-            ceb,
-            MAIN,
-            &format!("data/CEB-Continuation-T/{f}.json"),
-            &src,
-        );
-    }
-    // A tagged older revision holding only race.json.
-    put(
-        c,
-        ceb,
-        V1,
-        "data/CEB-Continuation-T/race.json",
-        &samples().join("CEB-Continuation-T/race.json"),
-    );
-    set_ref(c, ceb, "main", MAIN);
+    let rtp = HubRepo::dataset(RTP).unwrap();
+    let rtp_src = samples().join("rtp/prompts.jsonl");
+    layout::put_file(c, &rtp, MAIN, "prompts.jsonl", &rtp_src).unwrap();
+    layout::set_ref(c, &rtp, "main", MAIN).unwrap();
+    let ceb = HubRepo::dataset(CEB).unwrap();
+    let ceb_src = samples().join("CEB-Continuation-T");
+    layout::put_dir(c, &ceb, MAIN, "data/CEB-Continuation-T", &ceb_src).unwrap();
+    layout::put_file(c, &ceb, V1, RACE, &ceb_src.join("race.json")).unwrap();
+    layout::set_ref(c, &ceb, "main", MAIN).unwrap();
     // Python writes refs without a newline; tolerate one anyway.
-    set_ref(c, ceb, "v1", &format!("{V1}\n"));
+    let v1 = layout::set_ref(c, &ceb, "v1", V1).unwrap();
+    std::fs::write(v1, format!("{V1}\n")).unwrap();
     dir
 }
 
@@ -210,14 +169,11 @@ fn sources_are_paths_or_repo_specs() {
 /// A model repo in the cache with the given files (contents are irrelevant here).
 fn model_cache(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("models--tiny--model");
-    let snap = root.join("snapshots").join(MAIN);
+    let repo = HubRepo::model("tiny/model").unwrap();
     for (name, text) in files {
-        let p = snap.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        layout::put_bytes(dir.path(), &repo, MAIN, name, text.as_bytes()).unwrap();
     }
-    set_ref(dir.path(), "models--tiny--model", "main", MAIN);
+    layout::set_ref(dir.path(), &repo, "main", MAIN).unwrap();
     dir
 }
 

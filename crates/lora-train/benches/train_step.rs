@@ -23,7 +23,7 @@ fn train_step(c: &mut Criterion) {
         ..LoraParams::default()
     };
     let tm = load_for_training(
-        dir.to_str().expect("utf-8 path"),
+        &hub_source::Source::local(&dir),
         &lora,
         None,
         gen_engine::DTypeChoice::F32,

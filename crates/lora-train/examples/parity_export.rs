@@ -12,6 +12,7 @@
 
 use candle_core::{Device, Tensor};
 use gen_engine::{DTypeChoice, ForwardCtx, LoadOptions};
+use hub_source::Source;
 use lora_train::data::Fields;
 use lora_train::finetune::{FinetuneSpec, LoraParams, finetune};
 use lora_train::optim::{AdamWParams, Schedule};
@@ -31,12 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let num = |k: &str| r[k].as_f64().ok_or(format!("train_ref.json: {k}"));
         let tmp = tempfile::tempdir()?;
         let spec = FinetuneSpec {
-            model: dir.display().to_string(),
+            model: Source::local(&dir),
             base_model_name: Some(format!("tests/fixtures/lora/{name}")),
-            data: fixtures
-                .join("samples/dolly/databricks-dolly-15k.jsonl")
-                .display()
-                .to_string(),
+            data: Source::local(fixtures.join("samples/dolly/databricks-dolly-15k.jsonl")),
             fields: Fields::dolly(),
             template: Template::AuthorsInst,
             max_len: num("max_len")? as usize,

@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..LoraParams::default()
     };
     let tm = load_for_training(
-        dir.join("llama110m").to_str().ok_or("path")?,
+        &hub_source::Source::local(dir.join("llama110m")),
         &lora,
         Some(&dir.join("lora_init")),
         gen_engine::DTypeChoice::F32,

@@ -1,7 +1,7 @@
 //! Instruction datasets: Dolly-15k and generic instruction JSONL, from a file or the hub cache.
 
 use crate::error::{Error, Result};
-use hub_source::{Hub, RepoKind, Source};
+use hub_source::{Hub, HubRepo, RepoKind, Source};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 pub const DOLLY_REPO: &str = "databricks/databricks-dolly-15k";
 /// The file of [`DOLLY_REPO`] that holds the records.
 pub const DOLLY_FILE: &str = "databricks-dolly-15k.jsonl";
+
+/// The authors' dataset: [`DOLLY_FILE`] of the hub dataset [`DOLLY_REPO`] at `main`.
+pub fn dolly() -> Source {
+    let repo = HubRepo::dataset(DOLLY_REPO).expect("DOLLY_REPO is a valid repo id");
+    Source::Hub {
+        repo,
+        file: Some(DOLLY_FILE.to_string()),
+    }
+}
 
 /// One instruction record: the instruction, its optional context and the reference response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,17 +141,24 @@ pub fn read_jsonl(path: &Path, fields: &Fields) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Resolves a dataset argument: an existing local file, or a hub dataset
-/// `owner/name[@revision][:file]` ([`DOLLY_FILE`] when no file is named).
+/// The JSONL file of a dataset source: a local file as given, or the file a hub dataset repo
+/// names ([`DOLLY_FILE`] when it names none), from the cache of `hub` or (online) downloaded.
 ///
-/// Hub datasets come through the Hugging Face cache of the environment ([`Hub::from_env`]:
-/// `HF_HUB_CACHE`, else `HF_HOME/hub`, the layout Python shares; `HF_TOKEN`); with
-/// `HF_HUB_OFFLINE=1` nothing is downloaded and a file missing from the cache is an error.
+/// With [`Hub::from_env`] that is `HF_HUB_CACHE`, else `HF_HOME/hub` (the layout Python
+/// shares) and `HF_TOKEN`; with `HF_HUB_OFFLINE=1` nothing is downloaded and a file missing
+/// from the cache is an error.
+pub fn dataset_file(source: &Source, hub: &Hub) -> Result<PathBuf> {
+    Ok(source.fetch_file(hub, DOLLY_FILE)?)
+}
+
+/// Resolves a dataset argument: an existing local file, or a hub dataset
+/// `owner/name[@revision][:file]` ([`DOLLY_FILE`] when no file is named), through
+/// [`Hub::from_env`] (see [`dataset_file`]).
 pub fn resolve_dataset(spec: &str) -> Result<PathBuf> {
     resolve_dataset_with(spec, &Hub::from_env())
 }
 
 /// [`resolve_dataset`] through an explicit [`Hub`] (cache directory, offline mode).
 pub fn resolve_dataset_with(spec: &str, hub: &Hub) -> Result<PathBuf> {
-    Ok(Source::parse(spec, RepoKind::Dataset)?.fetch_file(hub, DOLLY_FILE)?)
+    dataset_file(&Source::parse(spec, RepoKind::Dataset)?, hub)
 }

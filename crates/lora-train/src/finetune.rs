@@ -1,7 +1,11 @@
 //! The whole fine-tune, as `toxdrift finetune` runs it: load, tokenise, train, save.
+//!
+//! [`FinetuneSpec::paper`] is the one place the authors' recipe is written down; callers (the
+//! `toxdrift finetune` flags, a study's settings) start from it and change only what they are
+//! told to.
 
 use crate::adapter::{merge_to_hf, write_adapter_config};
-use crate::data::{Fields, read_jsonl, resolve_dataset};
+use crate::data::{Fields, dataset_file, read_jsonl};
 use crate::error::{Error, Result};
 use crate::template::{LossOn, Template, TextEncoder, encode_all};
 use crate::trainer::{Outputs, StepLog, TrainParams, TrainSummary, TrainableLm, Trainer};
@@ -9,7 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use gen_engine::lora::{Adapter, LoraConfig, LoraInit, LoraPlan};
 use gen_engine::models::{CausalLm, ForwardCtx};
 use gen_engine::{DTypeChoice, LoadOptions};
-use hub_source::{RepoKind, Source};
+use hub_source::{Hub, Source};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,9 +26,10 @@ pub struct LoraParams {
     pub alpha: f64,
     /// Dropout on the LoRA input (in `[0, 1)`).
     pub dropout: f64,
-    /// Target modules by PEFT name (`q_proj`, ..., Phi-3's `qkv_proj`, `gate_up_proj`); each
-    /// family's own list is [`gen_engine::models::lora_targets`] /
-    /// [`gen_engine::models::default_lora_targets`].
+    /// Target modules by PEFT name (`q_proj`, ..., Phi-3's `qkv_proj`, `gate_up_proj`).
+    /// Empty: the model family's own list ([`gen_engine::models::default_lora_targets`] of the
+    /// checkpoint: a Llama-style model's seven projections, Phi-3's fused four), filled in
+    /// when the model is loaded ([`LoraParams::for_checkpoint`]).
     pub targets: Vec<String>,
     /// rsLoRA scaling (`alpha / sqrt(r)`).
     pub use_rslora: bool,
@@ -33,21 +38,16 @@ pub struct LoraParams {
 }
 
 impl Default for LoraParams {
-    /// The authors' LoRA: r 16, alpha 16, dropout 0, the seven projections of a Llama-style
-    /// model (gen-engine's list; for another family take
-    /// [`gen_engine::models::default_lora_targets`] of its checkpoint).
+    /// The authors' LoRA: r 16, alpha 16, dropout 0, no rsLoRA, every projection of the model
+    /// family (empty `targets`), initialisation seed 3407 (the training seed).
     fn default() -> Self {
         LoraParams {
             r: 16,
             alpha: 16.0,
             dropout: 0.0,
-            targets: gen_engine::models::lora_targets("LlamaForCausalLM")
-                .unwrap_or_default()
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
+            targets: Vec::new(),
             use_rslora: false,
-            init_seed: 3407,
+            init_seed: crate::trainer::PAPER_SEED,
         }
     }
 }
@@ -64,13 +64,24 @@ impl LoraParams {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::param("dropout", "must be in [0, 1)"));
         }
-        if self.targets.is_empty() {
-            return Err(Error::param("target_modules", "give at least one module"));
+        if self.targets.iter().any(|t| t.trim().is_empty()) {
+            return Err(Error::param("target_modules", "an empty module name"));
         }
         Ok(())
     }
 
-    /// The PEFT config these settings write.
+    /// These settings for the checkpoint in `dir`: empty `targets` become its family's list
+    /// ([`gen_engine::models::default_lora_targets`]); given targets are kept as they are.
+    pub fn for_checkpoint(&self, dir: &Path) -> Result<LoraParams> {
+        let mut p = self.clone();
+        if p.targets.is_empty() {
+            p.targets = gen_engine::models::default_lora_targets(dir)?;
+        }
+        Ok(p)
+    }
+
+    /// The PEFT config these settings write (resolve empty `targets` first with
+    /// [`LoraParams::for_checkpoint`]).
     pub fn to_config(&self, base_model: Option<String>) -> LoraConfig {
         let targets: Vec<&str> = self.targets.iter().map(String::as_str).collect();
         let mut c = LoraConfig::new(self.r, self.alpha, &targets);
@@ -84,12 +95,16 @@ impl LoraParams {
 /// Everything a fine-tune needs.
 #[derive(Debug, Clone)]
 pub struct FinetuneSpec {
-    /// The base model: a local directory (HF layout) or a hub id `owner/name[@rev]`.
-    pub model: String,
-    /// How the base model is named in `adapter_config.json` (default: `model`).
+    /// The base model: a local directory (HF layout) or a hub model repo at a revision, read
+    /// through the Hugging Face cache of the environment ([`Hub::from_env`]).
+    pub model: Source,
+    /// How the base model is named in `adapter_config.json` (`base_model_name_or_path`);
+    /// `None`: the model as given ([`Source::display_name`]: the path, or `owner/name`, with
+    /// `@revision` when it is not `main`).
     pub base_model_name: Option<String>,
-    /// The dataset: a local JSONL file or a hub dataset (`owner/name[:file]`).
-    pub data: String,
+    /// The dataset: a local JSONL file, or a hub dataset repo (kind `Dataset`) with the file it
+    /// names, else [`crate::data::DOLLY_FILE`]; see [`crate::data::dolly`].
+    pub data: Source,
     /// Which fields hold instruction / context / response.
     pub fields: Fields,
     /// How records become text.
@@ -116,6 +131,59 @@ pub struct FinetuneSpec {
     pub merged_out: Option<PathBuf>,
     /// Resume from the newest checkpoint in `out`.
     pub resume: bool,
+}
+
+impl FinetuneSpec {
+    /// The authors' recipe (Hawkins et al. 2024) for `model` on `data`, writing to `out`:
+    ///
+    /// - Dolly fields (`instruction`, `context`, `response`), the authors' `[INST]` template,
+    ///   sequences of at most 2048 tokens, loss on all tokens, every record;
+    /// - LoRA ([`LoraParams::default`]): r 16, alpha 16, dropout 0, every projection of the
+    ///   model family, initialisation seed 3407;
+    /// - the loop ([`TrainParams::default`]): one epoch, batch 2 × accumulation 8, AdamW lr
+    ///   2e-4 with weight decay 0.01, 5 warm-up steps then linear decay, clip 1.0, seed 3407,
+    ///   shuffled; plus a checkpoint every 50 optimizer steps (2 kept), so a killed run resumes
+    ///   where it stopped (the authors' notebooks ran in one go; checkpoints change no result);
+    /// - the checkpoint's dtype choice (`Auto`: f32 on the CPU), the CPU, no merged model, no
+    ///   resume, the adapter named after the model as given.
+    ///
+    /// Change fields after building it for anything else. `data` is usually
+    /// [`crate::data::dolly`], the authors' dataset.
+    pub fn paper(model: Source, data: Source, out: PathBuf) -> Self {
+        let train = TrainParams {
+            checkpoint_every: 50,
+            ..TrainParams::default()
+        };
+        let lora = LoraParams {
+            init_seed: train.seed,
+            ..LoraParams::default()
+        };
+        FinetuneSpec {
+            model,
+            base_model_name: None,
+            data,
+            fields: Fields::dolly(),
+            template: Template::AuthorsInst,
+            max_len: 2048,
+            loss_on: LossOn::All,
+            limit: None,
+            lora,
+            init_adapter: None,
+            train,
+            dtype: DTypeChoice::Auto,
+            device: Device::Cpu,
+            out,
+            merged_out: None,
+            resume: false,
+        }
+    }
+
+    /// Sets the seed of both the data shuffling and the LoRA initialisation (they are one
+    /// seed in the recipe, as in the authors' `seed = 3407`).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.train.seed = seed;
+        self.lora.init_seed = seed;
+    }
 }
 
 /// What a fine-tune did.
@@ -183,19 +251,24 @@ pub struct TrainingModel {
     pub wrapped_modules: Vec<String>,
     /// The checkpoint directory (hub models: their cache snapshot).
     pub dir: PathBuf,
+    /// The LoRA settings as applied (empty targets replaced by the family's).
+    pub lora: LoraParams,
 }
 
-/// Loads a model (a local directory or a hub id, as `gen_engine::load`) with trainable LoRA
-/// per `lora`: PEFT's initialisation from `lora.init_seed`, or the weights of `init_adapter`.
-/// Returns the model in training mode, its LoRA Vars (PEFT names) and the checkpoint directory.
+/// Loads a model (a local directory or a hub repo, through [`Hub::from_env`]) with trainable
+/// LoRA per `lora` (empty targets: the family's): PEFT's initialisation from `lora.init_seed`,
+/// or the weights of `init_adapter`. Returns the model in training mode, its LoRA Vars (PEFT
+/// names), the checkpoint directory and the settings as applied.
 pub fn load_for_training(
-    model: &str,
+    model: &Source,
     lora: &LoraParams,
     init_adapter: Option<&Path>,
     dtype: DTypeChoice,
     device: &Device,
 ) -> Result<TrainingModel> {
     lora.check()?;
+    let dir = gen_engine::checkpoint_dir(model, &Hub::from_env())?;
+    let lora = lora.for_checkpoint(&dir)?;
     let config = lora.to_config(None);
     let init = match init_adapter {
         Some(dir) => LoraInit::FromAdapter(Arc::new(Adapter::load(dir)?)),
@@ -212,7 +285,7 @@ pub fn load_for_training(
         },
         hub: None,
     };
-    let loaded = gen_engine::load(&Source::parse(model, RepoKind::Model)?, &opts)?;
+    let loaded = gen_engine::load_dir(&dir, &opts)?;
     for t in &lora.targets {
         let hit = loaded
             .lora_modules
@@ -221,7 +294,7 @@ pub fn load_for_training(
         if !hit {
             return Err(Error::param(
                 "target_modules",
-                format!("`{t}` matches no linear module of {model}"),
+                format!("`{t}` matches no linear module of {}", model.display_name()),
             ));
         }
     }
@@ -230,6 +303,7 @@ pub fn load_for_training(
         model: EngineLm::new(loaded.model),
         wrapped_modules: loaded.lora_modules,
         dir: loaded.dir,
+        lora,
     })
 }
 
@@ -242,7 +316,7 @@ pub fn finetune(
 ) -> Result<FinetuneReport> {
     spec.lora.check()?;
     spec.train.check()?;
-    let path = resolve_dataset(&spec.data)?;
+    let path = dataset_file(&spec.data, &Hub::from_env())?;
     let mut records = read_jsonl(&path, &spec.fields)?;
     if let Some(n) = spec.limit {
         records.truncate(n);
@@ -255,6 +329,7 @@ pub fn finetune(
         vars,
         wrapped_modules: wrapped,
         dir: model_dir,
+        lora,
     } = load_for_training(
         &spec.model,
         &spec.lora,
@@ -268,8 +343,8 @@ pub fn finetune(
     let base_name = spec
         .base_model_name
         .clone()
-        .unwrap_or_else(|| spec.model.clone());
-    let config = spec.lora.to_config(Some(base_name));
+        .unwrap_or_else(|| spec.model.display_name());
+    let config = lora.to_config(Some(base_name));
     let write_cfg = |dir: &Path| write_adapter_config(dir, &config);
     let trainer = Trainer::new(&model, vars.clone(), spec.train.clone(), enc.eos_id())?;
     let steps = crate::trainer::plan_steps(encoded.examples.len(), &spec.train).len();
@@ -307,4 +382,64 @@ fn save_adapter_files(dir: &Path, config: &LoraConfig, tensors: &[(String, Tenso
         .collect::<Result<_>>()?;
     crate::adapter::write_safetensors_atomic(&dir.join("adapter_model.safetensors"), &f32s)?;
     write_adapter_config(dir, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::Schedule;
+
+    #[test]
+    fn paper_spec_holds_the_authors_recipe() {
+        let spec = FinetuneSpec::paper(
+            Source::local("/models/base"),
+            crate::data::dolly(),
+            PathBuf::from("/out"),
+        );
+        // LoRA: r 16, alpha 16, dropout 0, no rsLoRA, the family's projections.
+        assert_eq!(spec.lora.r, 16);
+        assert_eq!(spec.lora.alpha, 16.0);
+        assert_eq!(spec.lora.dropout, 0.0);
+        assert!(!spec.lora.use_rslora);
+        assert!(spec.lora.targets.is_empty(), "the family's own targets");
+        // The loop: batch 2 x accumulation 8, one epoch, AdamW lr 2e-4, wd 0.01, 5 warm-up
+        // steps then linear decay, clip 1.0, seed 3407 for shuffling and initialisation.
+        let t = &spec.train;
+        assert_eq!((t.micro_batch, t.grad_accum), (2, 8));
+        assert_eq!((t.epochs, t.max_steps), (1, None));
+        assert_eq!(t.adamw.lr, 2e-4);
+        assert_eq!(t.adamw.weight_decay, 0.01);
+        assert_eq!(
+            (t.adamw.beta1, t.adamw.beta2, t.adamw.eps),
+            (0.9, 0.999, 1e-8)
+        );
+        assert_eq!(t.warmup_steps, 5);
+        assert_eq!(t.schedule, Schedule::Linear);
+        assert_eq!(t.max_grad_norm, 1.0);
+        assert!(t.shuffle);
+        assert_eq!((t.seed, spec.lora.init_seed), (3407, 3407));
+        assert_eq!((t.checkpoint_every, t.keep_checkpoints), (50, 2));
+        // Data and text: Dolly, the [INST] template, 2048 tokens, loss on every token.
+        assert_eq!(spec.max_len, 2048);
+        assert_eq!(spec.loss_on, LossOn::All);
+        assert_eq!(spec.template, Template::AuthorsInst);
+        assert_eq!(spec.fields, Fields::dolly());
+        assert_eq!(spec.limit, None);
+        assert_eq!(
+            spec.data.display_name(),
+            "databricks/databricks-dolly-15k:databricks-dolly-15k.jsonl"
+        );
+        // Where it runs and what it writes.
+        assert_eq!(spec.dtype, DTypeChoice::Auto);
+        assert!(spec.device.is_cpu());
+        assert_eq!(spec.base_model_name, None);
+        assert_eq!(spec.init_adapter, None);
+        assert_eq!(spec.merged_out, None);
+        assert!(!spec.resume);
+        spec.lora.check().unwrap();
+        spec.train.check().unwrap();
+        let mut s = spec.clone();
+        s.set_seed(7);
+        assert_eq!((s.train.seed, s.lora.init_seed), (7, 7));
+    }
 }

@@ -18,6 +18,9 @@ pub trait TrainableLm {
     fn device(&self) -> &Device;
 }
 
+/// The authors' seed (`seed = 3407` in their notebooks): data shuffling and LoRA initialisation.
+pub const PAPER_SEED: u64 = 3407;
+
 /// Training-loop settings (the LoRA shape lives in the model's LoRA config).
 ///
 /// Build with [`TrainParams::default`] (the authors' recipe) and the setters, then
@@ -67,7 +70,7 @@ impl Default for TrainParams {
             epochs: 1,
             max_steps: None,
             shuffle: true,
-            seed: 3407,
+            seed: PAPER_SEED,
             checkpoint_every: 0,
             keep_checkpoints: 2,
         }

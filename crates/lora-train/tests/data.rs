@@ -1,10 +1,11 @@
 //! Datasets and templates: Dolly/Alpaca records, typed errors with file and line, the three
 //! templates, truncation counts and response-only loss masks.
 
-use hub_source::Hub;
+use hub_source::{Hub, HubRepo, layout};
 use lora_train::Error;
 use lora_train::data::{
-    DOLLY_FILE, DOLLY_REPO, Fields, Record, read_jsonl, resolve_dataset, resolve_dataset_with,
+    DOLLY_FILE, DOLLY_REPO, Fields, Record, dataset_file, dolly, read_jsonl, resolve_dataset,
+    resolve_dataset_with,
 };
 use lora_train::template::{IGNORE_INDEX, LossOn, Template, TextEncoder, encode_all};
 use std::path::{Path, PathBuf};
@@ -229,25 +230,19 @@ fn template_and_option_names_parse() {
 fn dolly_from_an_offline_hub_cache() {
     // The HF cache layout Python writes: datasets--owner--name/{refs/main, snapshots/<rev>/file}.
     let cache = tempfile::tempdir().unwrap();
-    let repo_dir = cache
-        .path()
-        .join("datasets--databricks--databricks-dolly-15k");
+    let repo = HubRepo::dataset(DOLLY_REPO).unwrap();
     let rev = "0123456789abcdef0123456789abcdef01234567";
-    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
-    std::fs::create_dir_all(repo_dir.join("snapshots").join(rev)).unwrap();
-    std::fs::write(repo_dir.join("refs/main"), rev).unwrap();
     let sample = fixtures().join("samples/dolly/databricks-dolly-15k.jsonl");
-    std::fs::copy(
-        &sample,
-        repo_dir.join("snapshots").join(rev).join(DOLLY_FILE),
-    )
-    .unwrap();
+    layout::put_file(cache.path(), &repo, rev, DOLLY_FILE, &sample).unwrap();
+    layout::set_ref(cache.path(), &repo, "main", rev).unwrap();
     let hub = Hub::with_cache_dir(cache.path()).offline(true);
     let p = resolve_dataset_with(DOLLY_REPO, &hub).unwrap();
     assert_eq!(read_jsonl(&p, &Fields::dolly()).unwrap().len(), 120);
     // A revision and an explicit file resolve to the same snapshot file.
     let spec = format!("{DOLLY_REPO}@{rev}:{DOLLY_FILE}");
     assert_eq!(resolve_dataset_with(&spec, &hub).unwrap(), p);
+    // The paper's data source is that file.
+    assert_eq!(dataset_file(&dolly(), &hub).unwrap(), p);
     // Offline and absent: a clear error, no network, the user's to fix.
     let empty = tempfile::tempdir().unwrap();
     let offline = Hub::with_cache_dir(empty.path()).offline(true);

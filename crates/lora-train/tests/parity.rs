@@ -2,6 +2,7 @@
 //! rsLoRA) from the same initial adapter, on the same batches — per-step loss and final adapter
 //! weights against the reference run of `tools/fixtures/fx_lora.py`.
 
+use hub_source::Source;
 use lora_train::data::Fields;
 use lora_train::finetune::{FinetuneSpec, LoraParams, finetune};
 use lora_train::optim::{AdamWParams, Schedule};
@@ -22,12 +23,9 @@ pub fn spec_for(name: &str, out: &Path) -> FinetuneSpec {
     let dir = fixtures().join("lora").join(name);
     let r = json(&dir.join("train_ref.json"));
     FinetuneSpec {
-        model: dir.display().to_string(),
+        model: Source::local(&dir),
         base_model_name: Some(format!("tests/fixtures/lora/{name}")),
-        data: fixtures()
-            .join("samples/dolly/databricks-dolly-15k.jsonl")
-            .display()
-            .to_string(),
+        data: Source::local(fixtures().join("samples/dolly/databricks-dolly-15k.jsonl")),
         fields: Fields::dolly(),
         template: Template::AuthorsInst,
         max_len: r["max_len"].as_u64().unwrap() as usize,

@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use gen_engine::{ForwardCtx, LoadOptions};
+use hub_source::Source;
 use lora_train::Error;
 use lora_train::data::Fields;
 use lora_train::finetune::{FinetuneSpec, LoraParams, finetune, load_for_training};
@@ -45,7 +46,7 @@ fn check_gradients(name: &str) {
     };
     // An adapter with non-zero B, so that A receives gradient too.
     let tm = load_for_training(
-        dir.to_str().unwrap(),
+        &Source::local(&dir),
         &lora,
         Some(&dir.join("grad_adapter")),
         gen_engine::DTypeChoice::F32,
@@ -114,14 +115,50 @@ fn every_lora_tensor_gets_peft_gradient_phi3_fused() {
     check_gradients("phi3");
 }
 
+#[test]
+fn empty_targets_are_the_family_projections() {
+    let lora = LoraParams {
+        r: 2,
+        ..LoraParams::default()
+    };
+    for (name, want) in [
+        (
+            "llama",
+            &[
+                "down_proj",
+                "gate_proj",
+                "k_proj",
+                "o_proj",
+                "q_proj",
+                "up_proj",
+                "v_proj",
+            ][..],
+        ),
+        (
+            "phi3",
+            &["down_proj", "gate_up_proj", "o_proj", "qkv_proj"][..],
+        ),
+    ] {
+        let tm = load_for_training(
+            &Source::local(fixtures().join("lora").join(name)),
+            &lora,
+            None,
+            gen_engine::DTypeChoice::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut got = tm.lora.targets.clone();
+        got.sort_unstable();
+        assert_eq!(got, want, "{name}");
+        assert_eq!(tm.lora.r, 2);
+    }
+}
+
 fn small_spec(out: &Path) -> FinetuneSpec {
     FinetuneSpec {
-        model: fixtures().join("lora/llama").display().to_string(),
+        model: Source::local(fixtures().join("lora/llama")),
         base_model_name: None,
-        data: fixtures()
-            .join("samples/dolly/databricks-dolly-15k.jsonl")
-            .display()
-            .to_string(),
+        data: Source::local(fixtures().join("samples/dolly/databricks-dolly-15k.jsonl")),
         fields: Fields::dolly(),
         template: Template::AuthorsInst,
         max_len: 48,
@@ -273,12 +310,12 @@ fn bad_lora_settings_are_typed_errors() {
         Err(Error::InvalidParam { name: "r", .. })
     ));
     let mut spec = small_spec(tmp.path());
-    spec.data = tmp.path().join("none.jsonl").display().to_string();
+    spec.data = Source::local(tmp.path().join("none.jsonl"));
     assert!(finetune(&spec, &mut |_, _| {}, &mut |_| {}).is_err());
     let empty = tmp.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
     let mut spec = small_spec(tmp.path());
-    spec.data = empty.display().to_string();
+    spec.data = Source::local(&empty);
     assert!(matches!(
         finetune(&spec, &mut |_, _| {}, &mut |_| {}),
         Err(Error::EmptyDataset { .. })

@@ -204,6 +204,30 @@ impl PromptSet {
     }
 }
 
+/// Getters of unchecked parameters (the defaults callers show or build on).
+impl PromptSetParams {
+    /// Random prompts.
+    pub fn get_random(&self) -> usize {
+        self.random
+    }
+    /// Severe prompts.
+    pub fn get_severe(&self) -> usize {
+        self.severe
+    }
+    /// Prompts per CEB axis.
+    pub fn get_per_axis(&self) -> usize {
+        self.per_axis
+    }
+    /// The severe threshold.
+    pub fn get_severe_threshold(&self) -> f64 {
+        self.severe_threshold
+    }
+    /// The seed.
+    pub fn get_seed(&self) -> u64 {
+        self.seed
+    }
+}
+
 impl CheckedPromptSetParams {
     /// Random prompts.
     pub fn random(&self) -> usize {

@@ -4,79 +4,34 @@
 //! lookups, revisions, clear errors, and a prompt set built from the cached RTP and CEB files.
 //! (The cache mechanics themselves are tested in the `hub-source` crate.)
 
-use hub_source::{Hub, HubError, RepoKind, Source};
+use hub_source::{Hub, HubError, HubRepo, RepoKind, Source, layout};
 use std::path::{Path, PathBuf};
-use toxprompts::sources::{ceb_set, rtp_path};
+use toxprompts::sources::{CEB_DIR, CEB_REPO, RTP_FILE, RTP_REPO, ceb_set, rtp_path};
 use toxprompts::{CebSet, OnBadRecord, PromptSetParams, ceb_from_hub, rtp_from_hub};
 
 const MAIN: &str = "1111111111111111111111111111111111111111";
 const V1: &str = "2222222222222222222222222222222222222222";
 
 fn samples() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/samples"
-    ))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/samples")
 }
 
-/// Puts `src` into the cache as Python does: the bytes in `blobs/<name>`, a relative symlink in
-/// `snapshots/<commit>/<file>`.
-fn put(cache: &Path, folder: &str, commit: &str, file: &str, src: &Path) {
-    let root = cache.join(folder);
-    let blob = root
-        .join("blobs")
-        .join(format!("{commit}-{}", file.replace('/', "_")));
-    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
-    std::fs::copy(src, &blob).unwrap();
-    let link = root.join("snapshots").join(commit).join(file);
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    let depth = file.split('/').count() + 1;
-    let target = PathBuf::from("../".repeat(depth))
-        .join("blobs")
-        .join(blob.file_name().unwrap());
-    std::os::unix::fs::symlink(target, &link).unwrap();
-}
-
-fn set_ref(cache: &Path, folder: &str, rev: &str, commit: &str) {
-    let path = cache.join(folder).join("refs").join(rev);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, commit).unwrap();
-}
-
+/// The cache `rtp_from_hub` and `ceb_from_hub` read, laid out by `hub_source::layout`: RTP and
+/// the four CEB files at `main`, and a tag `v1` of CEB holding only race.json.
 fn fake_cache() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path();
-    let rtp = "datasets--allenai--real-toxicity-prompts";
-    put(
-        c,
-        rtp,
-        MAIN,
-        "prompts.jsonl",
-        &samples().join("rtp/prompts.jsonl"),
-    );
-    set_ref(c, rtp, "main", MAIN);
-    let ceb = "datasets--Song-SW--CEB";
-    for f in ["race", "gender", "age", "religion"] {
-        let src = samples().join(format!("CEB-Continuation-T/{f}.json"));
-        put(
-            c,
-            ceb,
-            MAIN,
-            &format!("data/CEB-Continuation-T/{f}.json"),
-            &src,
-        );
+    let rtp = HubRepo::dataset(RTP_REPO).unwrap();
+    let ceb = HubRepo::dataset(CEB_REPO).unwrap();
+    let ceb_dir = samples().join("CEB-Continuation-T");
+    let rtp_file = samples().join("rtp/prompts.jsonl");
+    layout::put_file(c, &rtp, MAIN, RTP_FILE, &rtp_file).unwrap();
+    layout::put_dir(c, &ceb, MAIN, CEB_DIR, &ceb_dir).unwrap();
+    let race = format!("{CEB_DIR}/race.json");
+    layout::put_file(c, &ceb, V1, &race, &ceb_dir.join("race.json")).unwrap();
+    for (repo, rev, commit) in [(&rtp, "main", MAIN), (&ceb, "main", MAIN), (&ceb, "v1", V1)] {
+        layout::set_ref(c, repo, rev, commit).unwrap();
     }
-    // A tagged older revision holding only race.json.
-    put(
-        c,
-        ceb,
-        V1,
-        "data/CEB-Continuation-T/race.json",
-        &samples().join("CEB-Continuation-T/race.json"),
-    );
-    set_ref(c, ceb, "main", MAIN);
-    // Python writes refs without a newline; tolerate one anyway.
-    set_ref(c, ceb, "v1", &format!("{V1}\n"));
     dir
 }
 
