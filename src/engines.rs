@@ -10,7 +10,7 @@
 //! [`lora_train::finetune::FinetuneSpec`] here too.
 
 use crate::error::{Error, Result};
-use crate::study::{Dtype, Model, ModelSource, Study, TooLong};
+use crate::study::{Dtype, EndpointSpec, Model, ModelSource, Study, TooLong};
 use engine_api::{TextGenerator, TextScorer};
 use hub_source::{Hub, Source};
 use lora_train::finetune::FinetuneSpec;
@@ -26,20 +26,32 @@ pub struct AdapterSpec {
     pub merge: bool,
 }
 
+/// Which engine generates.
+#[derive(Debug, Clone)]
+pub enum GeneratorBackend {
+    /// The local candle engine (gen-engine) on a checkpoint.
+    Local {
+        /// The checkpoint.
+        model: Source,
+        /// An optional PEFT adapter.
+        adapter: Option<AdapterSpec>,
+        /// `cpu` or `cuda:N`.
+        device: String,
+        /// The numeric type.
+        dtype: Dtype,
+    },
+    /// OpenAI-compatible servers (vLLM, llama.cpp's server, TGI): remote-gen.
+    Remote(EndpointSpec),
+}
+
 /// Everything that decides which generator is built and what it writes.
 #[derive(Debug, Clone)]
 pub struct GeneratorSpec {
-    /// The checkpoint.
-    pub model: Source,
-    /// An optional PEFT adapter.
-    pub adapter: Option<AdapterSpec>,
+    /// The engine.
+    pub backend: GeneratorBackend,
     /// The model's name in the records it writes.
     pub name: String,
-    /// `cpu` or `cuda:N`.
-    pub device: String,
-    /// The numeric type.
-    pub dtype: Dtype,
-    /// Prompts per batch.
+    /// Prompts per batch (local engine).
     pub batch_size: usize,
     /// New tokens per continuation at most.
     pub max_new_tokens: usize,
@@ -69,8 +81,19 @@ impl GeneratorSpec {
     /// its adapter (merged, as the study runs it; for a `finetune_from` model the adapter this
     /// study trained, `trained`), and the study's generation settings.
     pub fn for_study_model(study: &Study, model: &Model, trained: Option<&Path>) -> Result<Self> {
-        let (checkpoint, adapter) = match &model.source {
-            ModelSource::Checkpoint { model, adapter } => (model.clone(), adapter.clone()),
+        let g = &study.generation;
+        let local = |model: Source, adapter: Option<Source>| GeneratorBackend::Local {
+            model,
+            adapter: adapter.map(|source| AdapterSpec {
+                source,
+                merge: true,
+            }),
+            device: study.device.clone(),
+            dtype: g.dtype,
+        };
+        let backend = match &model.source {
+            ModelSource::Checkpoint { model, adapter } => local(model.clone(), adapter.clone()),
+            ModelSource::Endpoint(e) => GeneratorBackend::Remote(e.clone()),
             ModelSource::FinetuneFrom(from) => {
                 let base = study.model(from).ok_or_else(|| {
                     Error::Internal(format!("`{from}` is not a model of the study"))
@@ -81,19 +104,12 @@ impl GeneratorSpec {
                 let trained = trained.ok_or_else(|| {
                     Error::Internal(format!("`{}`: its trained adapter is missing", model.name))
                 })?;
-                (base.clone(), Some(Source::Local(trained.to_path_buf())))
+                local(base.clone(), Some(Source::Local(trained.to_path_buf())))
             }
         };
-        let g = &study.generation;
         Ok(GeneratorSpec {
-            model: checkpoint,
-            adapter: adapter.map(|source| AdapterSpec {
-                source,
-                merge: true,
-            }),
+            backend,
             name: model.name.clone(),
-            device: study.device.clone(),
-            dtype: g.dtype,
             batch_size: g.batch_size,
             max_new_tokens: g.max_new_tokens,
             chat_template: g.chat_template,
@@ -171,28 +187,48 @@ pub fn adapter_dir(source: &Source) -> Result<PathBuf> {
     }
 }
 
-/// Builds the generator `spec` describes (today: the local candle engine).
+/// Builds the generator `spec` describes: the local candle engine, or a client of
+/// OpenAI-compatible servers.
 pub fn open_generator(spec: &GeneratorSpec) -> Result<Box<dyn TextGenerator>> {
-    let mut opts = gen_engine::LoadOptions {
-        dtype: engine_dtype(spec.dtype),
-        device: Some(gen_engine::parse_device(&spec.device)?),
-        ..Default::default()
-    };
-    if let Some(a) = &spec.adapter {
-        opts = opts.with_adapter(&adapter_dir(&a.source)?, a.merge)?;
+    match &spec.backend {
+        GeneratorBackend::Local {
+            model,
+            adapter,
+            device,
+            dtype,
+        } => {
+            let mut opts = gen_engine::LoadOptions {
+                dtype: engine_dtype(*dtype),
+                device: Some(gen_engine::parse_device(device)?),
+                ..Default::default()
+            };
+            if let Some(a) = adapter {
+                opts = opts.with_adapter(&adapter_dir(&a.source)?, a.merge)?;
+            }
+            tracing::info!("loading {} ({model})", spec.name);
+            let loaded = gen_engine::load(model, &opts)?;
+            let params = gen_engine::GenerateParams::new()
+                .max_new_tokens(spec.max_new_tokens)
+                .batch_size(spec.batch_size)
+                .chat_template(spec.chat_template)
+                .truncation(match spec.prompt_too_long {
+                    TooLong::Error => gen_engine::TruncationPolicy::Error,
+                    TooLong::TruncateLeft => gen_engine::TruncationPolicy::LeftTruncate,
+                });
+            let generator =
+                gen_engine::LocalGenerator::new(loaded, params)?.with_model_name(&spec.name);
+            Ok(Box::new(generator))
+        }
+        GeneratorBackend::Remote(e) => open_remote(spec, e),
     }
-    tracing::info!("loading {} ({})", spec.name, spec.model);
-    let loaded = gen_engine::load(&spec.model, &opts)?;
-    let params = gen_engine::GenerateParams::new()
-        .max_new_tokens(spec.max_new_tokens)
-        .batch_size(spec.batch_size)
-        .chat_template(spec.chat_template)
-        .truncation(match spec.prompt_too_long {
-            TooLong::Error => gen_engine::TruncationPolicy::Error,
-            TooLong::TruncateLeft => gen_engine::TruncationPolicy::LeftTruncate,
-        });
-    let generator = gen_engine::LocalGenerator::new(loaded, params)?.with_model_name(&spec.name);
-    Ok(Box::new(generator))
+}
+
+fn open_remote(_spec: &GeneratorSpec, e: &EndpointSpec) -> Result<Box<dyn TextGenerator>> {
+    Err(Error::BadInput(format!(
+        "`{}` at {}: this build has no remote generation backend yet",
+        e.served_model,
+        e.urls.join(", ")
+    )))
 }
 
 /// Builds the scorer `spec` describes (today: the RoBERTa hate-speech classifier).

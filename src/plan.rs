@@ -235,7 +235,7 @@ impl Plan {
         for m in study.models() {
             let mut deps = vec![prompts];
             let weights = match &m.source {
-                ModelSource::Checkpoint { .. } => json!(m.source),
+                ModelSource::Checkpoint { .. } | ModelSource::Endpoint(_) => json!(m.source),
                 ModelSource::FinetuneFrom(from) => {
                     deps.push(trained[&m.name]);
                     json!({ "base": study.model(from).map(|b| b.source.clone()), "adapter": "trained" })

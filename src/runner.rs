@@ -130,7 +130,7 @@ fn run_unit(
                         .dir
                         .join(stages::ADAPTER_DIR),
                 ),
-                ModelSource::Checkpoint { .. } => None,
+                ModelSource::Checkpoint { .. } | ModelSource::Endpoint(_) => None,
             };
             crate::model_stages::run_generate(
                 study,
@@ -181,6 +181,7 @@ fn source_text(s: &ModelSource) -> String {
             adapter: Some(a),
         } => format!("{model} + adapter {a}"),
         ModelSource::FinetuneFrom(from) => format!("LoRA fine-tune of {from} (this study)"),
+        ModelSource::Endpoint(e) => format!("`{}` served at {}", e.served_model, e.urls.join(", ")),
     }
 }
 

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use hub_source::{HubRepo, layout};
-use std::path::Path;
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
 

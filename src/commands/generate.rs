@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use hub_source::{RepoKind, Source};
-use toxdrift::engines::{AdapterSpec, GeneratorSpec, open_generator};
+use toxdrift::engines::{AdapterSpec, GeneratorBackend, GeneratorSpec, open_generator};
 use toxdrift::error::{Error, Result};
 use toxdrift::gen_engine::{self, GenerateParams};
 use toxdrift::generate_into;
@@ -79,14 +79,16 @@ pub fn run(args: Args) -> Result<()> {
             None => model.display_name(),
         });
     let spec = GeneratorSpec {
-        model,
-        adapter: args.adapter.as_ref().map(|a| AdapterSpec {
-            source: Source::Local(a.clone()),
-            merge: !args.no_merge,
-        }),
+        backend: GeneratorBackend::Local {
+            model,
+            adapter: args.adapter.as_ref().map(|a| AdapterSpec {
+                source: Source::Local(a.clone()),
+                merge: !args.no_merge,
+            }),
+            device: args.device.clone(),
+            dtype: args.dtype,
+        },
         name: name.clone(),
-        device: args.device.clone(),
-        dtype: args.dtype,
         batch_size: args.batch_size,
         max_new_tokens: args.max_new_tokens,
         chat_template: args.chat_template,

@@ -40,14 +40,17 @@
 
 mod defaults;
 mod model;
+mod paths;
 mod schema;
 mod validate;
 
+pub use defaults::DEFAULT_MAX_IN_FLIGHT;
 pub use model::*;
+pub use validate::SERVER_KINDS;
 
 use crate::error::{Error, Result};
+use paths::absolutize;
 use std::path::Path;
-use validate::absolutize;
 
 impl Study {
     /// Reads, parses and validates a study file; also checks that the output directory (the

@@ -1,7 +1,7 @@
 //! The validated study: what a study file describes once [`super::validate`] has checked it.
 //! Paths are absolute; every setting has its value (defaults filled in by [`super::defaults`]).
 
-use super::validate::absolutize;
+use super::paths::absolutize;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -268,6 +268,26 @@ pub enum ModelSource {
     },
     /// Fine-tuned by this study from another model of the study with [`Study::finetune`].
     FinetuneFrom(String),
+    /// Served by OpenAI-compatible servers (vLLM, llama.cpp's server, TGI): generation goes
+    /// over HTTP; the study keeps its own records, resumability and statistics.
+    Endpoint(EndpointSpec),
+}
+
+/// A model behind one or more OpenAI-compatible servers (several URLs are replicas: requests
+/// are spread over them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct EndpointSpec {
+    /// The OpenAI base URLs (`http://host:8000/v1`), one per replica.
+    pub urls: Vec<String>,
+    /// The model name the servers serve (checked against `/v1/models` before any work).
+    pub served_model: String,
+    /// Requests in flight per endpoint.
+    pub max_in_flight: usize,
+    /// `auto` (detected), `llama.cpp`, `vllm`, `tgi` or `openai`.
+    pub server_kind: String,
+    /// The environment variable holding the API key, if the servers want one (never logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
 }
 
 /// One model of the study.

@@ -110,6 +110,30 @@ pub(super) struct RawModel {
     pub(super) adapter: Option<Spanned<RawSource>>,
     #[serde(default)]
     pub(super) finetune_from: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) endpoint: Option<Spanned<RawEndpoint>>,
+}
+
+/// `endpoint = { url = "http://host:8000/v1" (or a list), served_model = "...", ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub(super) url: OneOrMany,
+    pub(super) served_model: String,
+    #[serde(default)]
+    pub(super) max_in_flight: Option<usize>,
+    #[serde(default)]
+    pub(super) server_kind: Option<String>,
+    #[serde(default)]
+    pub(super) api_key_env: Option<String>,
+}
+
+/// One string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,9 @@
 //! Validation: the raw form ([`super::schema`]) checked and resolved into a [`super::Study`],
 //! every error naming the study file, line and column.
 
+use super::defaults::DEFAULT_MAX_IN_FLIGHT;
 use super::model::*;
+use super::paths::absolutize;
 use super::schema::*;
 use crate::error::{Error, Result};
 use hub_source::{HubRepo, RepoKind};
@@ -165,6 +167,30 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
             }
             seen.insert(name.clone(), m.name.span());
             let source = match (&m.finetune_from, &m.path, &m.hub) {
+                _ if m.endpoint.is_some() => {
+                    if m.finetune_from.is_some()
+                        || m.path.is_some()
+                        || m.hub.is_some()
+                        || m.revision.is_some()
+                        || m.adapter.is_some()
+                    {
+                        return Err(loc.err(
+                            span,
+                            format!(
+                                "model `{name}`: an `endpoint` model takes no `path`, `hub`, \
+                                 `revision`, `adapter` or `finetune_from` (the server holds \
+                                 the weights)"
+                            ),
+                        ));
+                    }
+                    let e = m.endpoint.as_ref().map(|e| (e.span(), e.get_ref()));
+                    let Some((espan, e)) = e else {
+                        return Err(Error::Internal("endpoint vanished".into()));
+                    };
+                    ModelSource::Endpoint(endpoint_spec(e).map_err(|msg| {
+                        loc.err(espan, format!("model `{name}`: endpoint: {msg}"))
+                    })?)
+                }
                 (Some(from), None, None) => {
                     if m.adapter.is_some() || m.revision.is_some() {
                         return Err(loc.err(
@@ -247,6 +273,16 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
         match by_name.get(from.get_ref().as_str()) {
             None => return Err(loc.err(from.span(), known(from.get_ref()))),
             Some(base_model) => {
+                if let ModelSource::Endpoint(_) = base_model.source {
+                    return Err(loc.err(
+                        from.span(),
+                        format!(
+                            "model `{name}`: `finetune_from = \"{}\"` names a model behind an \
+                             endpoint; name a checkpoint (its weights are trained here)",
+                            from.get_ref()
+                        ),
+                    ));
+                }
                 if let ModelSource::FinetuneFrom(_) = base_model.source {
                     return Err(loc.err(
                         from.span(),
@@ -384,28 +420,6 @@ fn valid_device(d: &str) -> bool {
             .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// `p` against `base` when relative, with `.` and `..` resolved lexically (no symlinks read).
-pub(super) fn absolutize(p: &Path, base: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                if !out.pop() {
-                    out.push(c);
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 fn location(
     base: &Path,
     kind: RepoKind,
@@ -515,4 +529,53 @@ fn finetune_recipe(
         ));
     }
     Ok(r)
+}
+
+/// Server kinds a study or the CLI may name (`auto`: detected from the server).
+pub const SERVER_KINDS: [&str; 5] = ["auto", "llama.cpp", "vllm", "tgi", "openai"];
+
+fn endpoint_spec(e: &RawEndpoint) -> std::result::Result<EndpointSpec, String> {
+    let urls = match &e.url {
+        OneOrMany::One(u) => vec![u.clone()],
+        OneOrMany::Many(us) => us.clone(),
+    };
+    if urls.is_empty() {
+        return Err("`url` lists no server".into());
+    }
+    for u in &urls {
+        if !(u.starts_with("http://") || u.starts_with("https://"))
+            || u.contains(char::is_whitespace)
+        {
+            return Err(format!(
+                "`{u}` is not an http(s) URL (the OpenAI base URL, e.g. http://host:8000/v1)"
+            ));
+        }
+    }
+    let mut dedup = urls.clone();
+    dedup.sort();
+    dedup.dedup();
+    if dedup.len() != urls.len() {
+        return Err("`url` lists a server twice".into());
+    }
+    if e.served_model.trim().is_empty() {
+        return Err("`served_model` is empty".into());
+    }
+    let max_in_flight = e.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if max_in_flight == 0 {
+        return Err("`max_in_flight` must be at least 1".into());
+    }
+    let kind = e.server_kind.clone().unwrap_or_else(|| "auto".into());
+    if !SERVER_KINDS.contains(&kind.as_str()) {
+        return Err(format!(
+            "`server_kind = \"{kind}\"`: expected one of {}",
+            SERVER_KINDS.join(", ")
+        ));
+    }
+    Ok(EndpointSpec {
+        urls,
+        served_model: e.served_model.clone(),
+        max_in_flight,
+        server_kind: kind,
+        api_key_env: e.api_key_env.clone(),
+    })
 }
