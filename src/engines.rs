@@ -41,7 +41,13 @@ pub enum GeneratorBackend {
         dtype: Dtype,
     },
     /// OpenAI-compatible servers (vLLM, llama.cpp's server, TGI): remote-gen.
-    Remote(EndpointSpec),
+    Remote {
+        /// The servers and the model they serve.
+        endpoint: EndpointSpec,
+        /// How long one request may keep retrying a failing server (remote-gen's default,
+        /// about two minutes, when `None`).
+        retry_budget: Option<std::time::Duration>,
+    },
 }
 
 /// Everything that decides which generator is built and what it writes.
@@ -93,7 +99,10 @@ impl GeneratorSpec {
         };
         let backend = match &model.source {
             ModelSource::Checkpoint { model, adapter } => local(model.clone(), adapter.clone()),
-            ModelSource::Endpoint(e) => GeneratorBackend::Remote(e.clone()),
+            ModelSource::Endpoint(e) => GeneratorBackend::Remote {
+                endpoint: e.clone(),
+                retry_budget: None,
+            },
             ModelSource::FinetuneFrom(from) => {
                 let base = study.model(from).ok_or_else(|| {
                     Error::Internal(format!("`{from}` is not a model of the study"))
@@ -219,16 +228,53 @@ pub fn open_generator(spec: &GeneratorSpec) -> Result<Box<dyn TextGenerator>> {
                 gen_engine::LocalGenerator::new(loaded, params)?.with_model_name(&spec.name);
             Ok(Box::new(generator))
         }
-        GeneratorBackend::Remote(e) => open_remote(spec, e),
+        GeneratorBackend::Remote {
+            endpoint,
+            retry_budget,
+        } => open_remote(spec, endpoint, *retry_budget),
     }
 }
 
-fn open_remote(_spec: &GeneratorSpec, e: &EndpointSpec) -> Result<Box<dyn TextGenerator>> {
-    Err(Error::BadInput(format!(
-        "`{}` at {}: this build has no remote generation backend yet",
+fn open_remote(
+    spec: &GeneratorSpec,
+    e: &EndpointSpec,
+    retry_budget: Option<std::time::Duration>,
+) -> Result<Box<dyn TextGenerator>> {
+    let api_key = match &e.api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            Error::BadInput(format!(
+                "`{}`: the API key variable `{var}` is not set",
+                spec.name
+            ))
+        })?),
+        None => None,
+    };
+    let kind: remote_gen::ServerKind = e
+        .server_kind
+        .parse()
+        .map_err(|err| Error::BadInput(format!("`{}`: {err}", spec.name)))?;
+    let mut params = remote_gen::RemoteParams::new()
+        .endpoints(e.urls.iter().cloned())
+        .served_model(&e.served_model)
+        .max_in_flight(e.max_in_flight)
+        .server_kind(kind)
+        .api_key(api_key)
+        .max_new_tokens(spec.max_new_tokens)
+        .chat_template(spec.chat_template);
+    if let Some(b) = retry_budget {
+        params = params.retry_budget(b);
+    }
+    tracing::info!(
+        "connecting to `{}` at {}",
         e.served_model,
         e.urls.join(", ")
-    )))
+    );
+    let generator =
+        remote_gen::RemoteGenerator::connect(params).map_err(engine_api::Error::from)?;
+    for w in generator.warnings() {
+        tracing::warn!("{}: {w}", spec.name);
+    }
+    Ok(Box::new(generator))
 }
 
 /// Builds the scorer `spec` describes (today: the RoBERTa hate-speech classifier).

@@ -9,17 +9,20 @@
 
 use crate::engines::{self, GeneratorSpec, ScorerSpec};
 use crate::error::{Error, Result};
-use crate::io::ResumableJsonl;
+use crate::io::{ResumableJsonl, write_atomic};
 use crate::plan::Unit;
 use crate::progress::{progress_bar, test_stall};
 use crate::stages::{ADAPTER_DIR, GENERATIONS_FILE, SCORES_FILE, read_prompt_set};
 use crate::study::{Model, ModelSource, Study};
-use engine_api::{TextGenerator, TextScorer};
+use engine_api::{Completion, TextGenerator, TextScorer};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use crate::records::{GenerationLine, GenerationRecord, ScoredRecord};
 
+/// The generator's self-description, beside a generate unit's records.
+const ENGINE_FILE: &str = "engine.json";
 /// Prompts per append (and per fsync) in generation: this many of the generator's batches.
 const GEN_CHUNK_BATCHES: usize = 4;
 /// Texts per append (and per fsync) in scoring: this many of the scorer's batches.
@@ -41,6 +44,11 @@ pub fn run_generate(
     if todo > 0 {
         let spec = GeneratorSpec::for_study_model(study, model, trained_adapter)?;
         let generator = engines::open_generator(&spec)?;
+        // What generated the records (backend, model, server versions, settings), for the
+        // manifest; rewritten whenever the unit (re)opens its generator.
+        let info = serde_json::to_vec_pretty(&generator.describe())
+            .map_err(|e| Error::Internal(format!("cannot serialise the engine info: {e}")))?;
+        write_atomic(unit.dir.join(ENGINE_FILE), &info)?;
         let pb = progress_bar(
             progress,
             prompts.len() as u64,
@@ -57,7 +65,10 @@ pub fn run_generate(
         )?;
         pb.finish_and_clear();
     }
-    Ok(json!({ "file": GENERATIONS_FILE, "records": out.len() }))
+    let engine: Option<Value> = std::fs::read(unit.dir.join(ENGINE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(json!({ "file": GENERATIONS_FILE, "records": out.len(), "engine": engine }))
 }
 
 /// The score unit: the scorer's toxicity of every continuation, appended to `scores.jsonl`.
@@ -89,10 +100,12 @@ pub fn run_score(
 }
 
 /// Generates a continuation for every prompt not yet in `out` and appends the records
-/// ([`GenerationLine`], labelled `model`) in the prompts' order, a few of the generator's
-/// batches per append + fsync; `progress(n)` as prompts finish. What the study's generate
-/// units and `toxdrift generate` both run, whatever the backend. Returns the number of records
-/// appended.
+/// ([`GenerationLine`], labelled `model`) in the prompts' order as the generator hands them over:
+/// each time a run of consecutive prompts of at least a few of the generator's batches is
+/// complete, one append + fsync (a server backend keeps its requests in flight meanwhile). When
+/// the generator fails, the consecutive completions it finished are still written, so a rerun
+/// continues after them. `progress(n)` as prompts finish. What the study's generate units and
+/// `toxdrift generate` both run, whatever the backend. Returns the number of records appended.
 pub fn generate_into(
     generator: &dyn TextGenerator,
     prompts: &[toxprompts::PromptRecord],
@@ -100,20 +113,28 @@ pub fn generate_into(
     out: &mut ResumableJsonl,
     progress: &mut dyn FnMut(usize),
 ) -> Result<usize> {
-    let chunk = generator.preferred_batch_size().max(1) * GEN_CHUNK_BATCHES;
-    let mut appended = 0;
-    for chunk in prompts.chunks(chunk) {
-        let pending: Vec<&toxprompts::PromptRecord> =
-            chunk.iter().filter(|p| !out.contains(&p.id)).collect();
-        if pending.is_empty() {
-            continue;
+    let pending: Vec<&toxprompts::PromptRecord> =
+        prompts.iter().filter(|p| !out.contains(&p.id)).collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let flush_at = generator.preferred_batch_size().max(1) * GEN_CHUNK_BATCHES;
+    let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
+    let mut ready: BTreeMap<usize, Completion> = BTreeMap::new();
+    let mut next = 0; // the first pending prompt not written yet
+    let mut write_error: Option<Error> = None;
+    // Appends the consecutive completions from `next` on, when there are at least `min` of
+    // them (or they reach the end).
+    let mut flush = |ready: &mut BTreeMap<usize, Completion>, next: &mut usize, min: usize| {
+        let mut run = 0;
+        while ready.contains_key(&(*next + run)) {
+            run += 1;
         }
-        let texts: Vec<&str> = pending.iter().map(|p| p.text.as_str()).collect();
-        let completions = generator.complete(&texts, progress)?;
-        engine_api::Error::check_count("completions", texts.len(), completions.len())?;
-        let records: Vec<(String, GenerationLine)> = pending
-            .iter()
-            .zip(completions)
+        if run == 0 || (run < min && *next + run < pending.len()) {
+            return Ok(());
+        }
+        let records: Vec<(String, GenerationLine)> = (*next..*next + run)
+            .filter_map(|i| ready.remove(&i).map(|c| (pending[i], c)))
             .map(|(p, c)| {
                 (
                     p.id.clone(),
@@ -130,10 +151,39 @@ pub fn generate_into(
             })
             .collect();
         out.append_batch(&records)?;
-        appended += records.len();
+        *next += run;
         test_stall();
+        Ok::<(), Error>(())
+    };
+    let result = generator.complete_each(&texts, progress, &mut |i, c| {
+        if i >= pending.len() || ready.contains_key(&i) || i < next {
+            return Err(engine_api::Error::internal(format!(
+                "the generator handed over prompt {i} twice or out of range"
+            )));
+        }
+        ready.insert(i, c);
+        flush(&mut ready, &mut next, flush_at).map_err(|e| {
+            let msg = e.to_string();
+            write_error = Some(e);
+            engine_api::Error::internal(msg)
+        })
+    });
+    if let Some(e) = write_error {
+        return Err(e);
     }
-    Ok(appended)
+    if let Err(e) = result {
+        // Keep what is finished and consecutive: the rerun starts after it.
+        flush(&mut ready, &mut next, 1)?;
+        return Err(e.into());
+    }
+    flush(&mut ready, &mut next, 1)?;
+    if next != pending.len() {
+        return Err(Error::Internal(format!(
+            "the generator finished {next} of {} prompts",
+            pending.len()
+        )));
+    }
+    Ok(next)
 }
 
 /// Scores the continuation of every generation not yet in `out` and appends the records — each

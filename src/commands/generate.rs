@@ -10,14 +10,40 @@ use toxdrift::gen_engine::{self, GenerateParams};
 use toxdrift::generate_into;
 use toxdrift::io::ResumableJsonl;
 use toxdrift::progress::progress_bar;
-use toxdrift::study::{Dtype, TooLong};
+use toxdrift::study::{DEFAULT_MAX_IN_FLIGHT, Dtype, EndpointSpec, TooLong};
 
 /// Generate continuations for every prompt (greedy, left-padded batches, as the study ran it).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The model: a local checkpoint directory or a hub id `owner/name[@revision]`.
-    #[arg(long)]
-    pub model: String,
+    /// The model: a local checkpoint directory or a hub id `owner/name[@revision]` (not with
+    /// --endpoint).
+    #[arg(
+        long,
+        required_unless_present = "endpoint",
+        conflicts_with = "endpoint"
+    )]
+    pub model: Option<String>,
+    /// Generate through an OpenAI-compatible server instead (vLLM, llama.cpp's server, TGI):
+    /// its base URL, e.g. `http://host:8000/v1`. Repeat for replicas; prompts are spread over
+    /// them.
+    #[arg(long = "endpoint", value_name = "URL", requires = "served_model")]
+    pub endpoint: Vec<String>,
+    /// The model name the server serves (checked against its `/v1/models`).
+    #[arg(long, requires = "endpoint")]
+    pub served_model: Option<String>,
+    /// Requests in flight per endpoint.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// The server kind: auto (detected), llamacpp (llama.cpp's server), vllm, tgi or openai.
+    #[arg(long, default_value = "auto")]
+    pub server_kind: String,
+    /// How long one request may keep retrying a failing server, in seconds (default: about
+    /// two minutes); then the run stops, naming the endpoint, and a rerun resumes.
+    #[arg(long, value_name = "SECS", requires = "endpoint")]
+    pub retry_budget: Option<f64>,
+    /// The environment variable that holds the server's API key (the key is never logged).
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
     /// A PEFT LoRA adapter directory to apply to the model.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -70,24 +96,61 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let model = Source::parse(&args.model, RepoKind::Model).map_err(gen_engine::Error::from)?;
-    let name = args
-        .model_name
-        .clone()
-        .unwrap_or_else(|| match &args.adapter {
-            Some(a) => format!("{}+{}", model.display_name(), a.display()),
-            None => model.display_name(),
-        });
+    let (backend, default_name) = match (&args.model, args.endpoint.is_empty()) {
+        (Some(spec), true) => {
+            let model = Source::parse(spec, RepoKind::Model).map_err(gen_engine::Error::from)?;
+            let name = match &args.adapter {
+                Some(a) => format!("{}+{}", model.display_name(), a.display()),
+                None => model.display_name(),
+            };
+            let backend = GeneratorBackend::Local {
+                model,
+                adapter: args.adapter.as_ref().map(|a| AdapterSpec {
+                    source: Source::Local(a.clone()),
+                    merge: !args.no_merge,
+                }),
+                device: args.device.clone(),
+                dtype: args.dtype,
+            };
+            (backend, name)
+        }
+        (None, false) => {
+            if args.adapter.is_some() {
+                return Err(Error::BadInput(
+                    "--adapter applies to a local --model; a server applies its own adapters"
+                        .into(),
+                ));
+            }
+            let served = args.served_model.clone().unwrap_or_default();
+            let e = EndpointSpec::new(
+                args.endpoint.clone(),
+                &served,
+                args.max_in_flight,
+                &args.server_kind,
+                args.api_key_env.clone(),
+            )
+            .map_err(|m| Error::BadInput(format!("--endpoint: {m}")))?;
+            (
+                GeneratorBackend::Remote {
+                    endpoint: e,
+                    retry_budget: args
+                        .retry_budget
+                        .map(std::time::Duration::try_from_secs_f64)
+                        .transpose()
+                        .map_err(|e| Error::BadInput(format!("--retry-budget: {e}")))?,
+                },
+                served,
+            )
+        }
+        _ => {
+            return Err(Error::BadInput(
+                "give either --model or --endpoint (with --served-model)".into(),
+            ));
+        }
+    };
+    let name = args.model_name.clone().unwrap_or(default_name);
     let spec = GeneratorSpec {
-        backend: GeneratorBackend::Local {
-            model,
-            adapter: args.adapter.as_ref().map(|a| AdapterSpec {
-                source: Source::Local(a.clone()),
-                merge: !args.no_merge,
-            }),
-            device: args.device.clone(),
-            dtype: args.dtype,
-        },
+        backend,
         name: name.clone(),
         batch_size: args.batch_size,
         max_new_tokens: args.max_new_tokens,

@@ -39,8 +39,8 @@ pub(super) fn d_priors() -> Priors {
 pub(super) fn d_hdi() -> f64 {
     paper_sampler().get_hdi_prob()
 }
-/// Requests in flight per endpoint when a study or the CLI does not say.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// Requests in flight per endpoint when a study or the CLI does not say (remote-gen's).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = remote_gen::DEFAULT_MAX_IN_FLIGHT;
 
 pub(super) fn d_device() -> String {
     "cpu".into()

@@ -46,7 +46,6 @@ mod validate;
 
 pub use defaults::DEFAULT_MAX_IN_FLIGHT;
 pub use model::*;
-pub use validate::SERVER_KINDS;
 
 use crate::error::{Error, Result};
 use paths::absolutize;

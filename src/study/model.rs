@@ -283,11 +283,56 @@ pub struct EndpointSpec {
     pub served_model: String,
     /// Requests in flight per endpoint.
     pub max_in_flight: usize,
-    /// `auto` (detected), `llama.cpp`, `vllm`, `tgi` or `openai`.
+    /// `auto` (detected), `llamacpp`, `vllm`, `tgi` or `openai` ([`remote_gen::ServerKind`]).
     pub server_kind: String,
     /// The environment variable holding the API key, if the servers want one (never logged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+}
+
+impl EndpointSpec {
+    /// Checks and builds an endpoint model: http(s) URLs, each once; a served model name; at
+    /// least one request in flight; a known server kind. The message says what is wrong.
+    pub fn new(
+        urls: Vec<String>,
+        served_model: &str,
+        max_in_flight: usize,
+        server_kind: &str,
+        api_key_env: Option<String>,
+    ) -> std::result::Result<Self, String> {
+        if urls.is_empty() {
+            return Err("no server URL given".into());
+        }
+        for u in &urls {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(char::is_whitespace)
+            {
+                return Err(format!(
+                    "`{u}` is not an http(s) URL (the OpenAI base URL, e.g. http://host:8000/v1)"
+                ));
+            }
+        }
+        let mut dedup = urls.clone();
+        dedup.sort();
+        dedup.dedup();
+        if dedup.len() != urls.len() {
+            return Err("a server URL is listed twice".into());
+        }
+        if served_model.trim().is_empty() {
+            return Err("the served model name is empty".into());
+        }
+        if max_in_flight == 0 {
+            return Err("max_in_flight must be at least 1".into());
+        }
+        let kind: remote_gen::ServerKind = server_kind.parse().map_err(|e| format!("{e}"))?;
+        Ok(EndpointSpec {
+            urls,
+            served_model: served_model.to_string(),
+            max_in_flight,
+            server_kind: kind.as_str().to_string(),
+            api_key_env,
+        })
+    }
 }
 
 /// One model of the study.

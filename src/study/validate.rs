@@ -531,51 +531,16 @@ fn finetune_recipe(
     Ok(r)
 }
 
-/// Server kinds a study or the CLI may name (`auto`: detected from the server).
-pub const SERVER_KINDS: [&str; 5] = ["auto", "llama.cpp", "vllm", "tgi", "openai"];
-
 fn endpoint_spec(e: &RawEndpoint) -> std::result::Result<EndpointSpec, String> {
     let urls = match &e.url {
         OneOrMany::One(u) => vec![u.clone()],
         OneOrMany::Many(us) => us.clone(),
     };
-    if urls.is_empty() {
-        return Err("`url` lists no server".into());
-    }
-    for u in &urls {
-        if !(u.starts_with("http://") || u.starts_with("https://"))
-            || u.contains(char::is_whitespace)
-        {
-            return Err(format!(
-                "`{u}` is not an http(s) URL (the OpenAI base URL, e.g. http://host:8000/v1)"
-            ));
-        }
-    }
-    let mut dedup = urls.clone();
-    dedup.sort();
-    dedup.dedup();
-    if dedup.len() != urls.len() {
-        return Err("`url` lists a server twice".into());
-    }
-    if e.served_model.trim().is_empty() {
-        return Err("`served_model` is empty".into());
-    }
-    let max_in_flight = e.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
-    if max_in_flight == 0 {
-        return Err("`max_in_flight` must be at least 1".into());
-    }
-    let kind = e.server_kind.clone().unwrap_or_else(|| "auto".into());
-    if !SERVER_KINDS.contains(&kind.as_str()) {
-        return Err(format!(
-            "`server_kind = \"{kind}\"`: expected one of {}",
-            SERVER_KINDS.join(", ")
-        ));
-    }
-    Ok(EndpointSpec {
+    EndpointSpec::new(
         urls,
-        served_model: e.served_model.clone(),
-        max_in_flight,
-        server_kind: kind,
-        api_key_env: e.api_key_env.clone(),
-    })
+        &e.served_model,
+        e.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+        e.server_kind.as_deref().unwrap_or("auto"),
+        e.api_key_env.clone(),
+    )
 }

@@ -70,6 +70,28 @@ pub trait TextGenerator: Send {
         prompts: &[&str],
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Completion>>;
+
+    /// Generates every prompt and hands each completion to `sink` with the prompt's index
+    /// as soon as the backend has it — in any order (a backend with requests in flight hands
+    /// them over as they finish, so a caller can write records while the rest are still
+    /// running); `progress(n)` as in [`TextGenerator::complete`]. An error from `sink` stops the
+    /// work (no new prompt is started) and is returned.
+    ///
+    /// The default runs [`TextGenerator::complete`] on all the prompts, then hands them over in
+    /// order.
+    fn complete_each(
+        &self,
+        prompts: &[&str],
+        progress: &mut dyn FnMut(usize),
+        sink: &mut dyn FnMut(usize, Completion) -> Result<()>,
+    ) -> Result<()> {
+        let done = self.complete(prompts, progress)?;
+        crate::Error::check_count("completions", prompts.len(), done.len())?;
+        for (i, c) in done.into_iter().enumerate() {
+            sink(i, c)?;
+        }
+        Ok(())
+    }
 }
 
 impl<G: TextGenerator + ?Sized> TextGenerator for Box<G> {
@@ -85,5 +107,13 @@ impl<G: TextGenerator + ?Sized> TextGenerator for Box<G> {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Completion>> {
         (**self).complete(prompts, progress)
+    }
+    fn complete_each(
+        &self,
+        prompts: &[&str],
+        progress: &mut dyn FnMut(usize),
+        sink: &mut dyn FnMut(usize, Completion) -> Result<()>,
+    ) -> Result<()> {
+        (**self).complete_each(prompts, progress, sink)
     }
 }

@@ -542,7 +542,29 @@ impl engine_api::TextGenerator for LocalGenerator {
             })
             .collect())
     }
+
+    /// Hands completions over [`HANDOVER_BATCHES`] batches at a time, in order (prompts are
+    /// sorted by length within each such group, as a chunk of that size always was).
+    fn complete_each(
+        &self,
+        prompts: &[&str],
+        progress: &mut dyn FnMut(usize),
+        sink: &mut dyn FnMut(usize, engine_api::Completion) -> engine_api::Result<()>,
+    ) -> engine_api::Result<()> {
+        let group = self.params.get_batch_size().max(1) * HANDOVER_BATCHES;
+        for (g, chunk) in prompts.chunks(group).enumerate() {
+            let done = self.complete(chunk, progress)?;
+            engine_api::Error::check_count("completions", chunk.len(), done.len())?;
+            for (j, c) in done.into_iter().enumerate() {
+                sink(g * group + j, c)?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// [`LocalGenerator`] hands completions to a caller this many batches at a time.
+pub const HANDOVER_BATCHES: usize = 4;
 
 /// gen-engine's errors cross the seam with their bad-input verdict ([`Error::is_bad_input`]).
 impl From<Error> for engine_api::Error {
