@@ -41,6 +41,14 @@ pub enum Error {
     /// A generation or scoring engine behind the [`engine_api`] seams.
     #[error(transparent)]
     Engine(#[from] engine_api::Error),
+    /// An engine failed on one prompt or record, named by its id.
+    #[error("prompt `{id}`: {source}")]
+    OnPrompt {
+        /// The prompt's (or record's) id.
+        id: String,
+        /// The engine's error.
+        source: engine_api::Error,
+    },
     /// Fine-tuning (`lora-train`).
     #[error(transparent)]
     Train(Box<lora_train::Error>),
@@ -57,6 +65,7 @@ impl Error {
             Error::Classifier(e) if e.is_bad_input() => 2,
             Error::Train(e) if e.is_bad_input() => 2,
             Error::Engine(e) if e.is_bad_input() => 2,
+            Error::OnPrompt { source, .. } if source.is_bad_input() => 2,
             _ => 1,
         }
     }

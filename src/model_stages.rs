@@ -174,7 +174,13 @@ pub fn generate_into(
     if let Err(e) = result {
         // Keep what is finished and consecutive: the rerun starts after it.
         flush(&mut ready, &mut next, 1)?;
-        return Err(e.into());
+        return Err(match e.prompt_index().and_then(|i| pending.get(i)) {
+            Some(p) => Error::OnPrompt {
+                id: p.id.clone(),
+                source: e,
+            },
+            None => e.into(),
+        });
     }
     flush(&mut ready, &mut next, 1)?;
     if next != pending.len() {

@@ -303,3 +303,81 @@ pairs = [["tiny-llama", "gemma-remote"]]
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("gemma-remote"), "{report}");
 }
+
+/// A proxy in front of a real server: the first `fail` connections get a 500 for their first
+/// request (and are closed); every other connection is piped to the server as it is.
+fn faulty_proxy(
+    upstream: u16,
+    fail: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let failed = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = failed.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { break };
+            let mut head = vec![0u8; 65536];
+            let Ok(n) = client.read(&mut head) else {
+                continue;
+            };
+            head.truncate(n);
+            if counter.load(Ordering::SeqCst) < fail {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"error":{"code":500,"message":"injected","type":"server_error"}}"#;
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = client.shutdown(Shutdown::Both);
+                continue;
+            }
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            if server.write_all(&head).is_err() {
+                continue;
+            }
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = client.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (port, failed)
+}
+
+#[test]
+fn a_server_answering_500_for_a_while_is_retried_and_the_records_are_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (prompts, texts) = prompt_set(tmp.path(), 4);
+    let server = LlamaServer::start(1, 1).unwrap();
+    let expected = reference(&server, &texts);
+    let (port, failed) = faulty_proxy(server.port(), 3);
+    let out = tmp.path().join("gens.jsonl");
+    ok(&generate(
+        &[format!("http://127.0.0.1:{port}/v1")],
+        &prompts,
+        &out,
+        1,
+        &[],
+    ));
+    assert_eq!(
+        failed.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "three 500s were served"
+    );
+    assert_matches_reference(&out, &expected);
+}

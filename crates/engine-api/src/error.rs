@@ -23,6 +23,8 @@ pub enum Error {
         bad_input: bool,
         /// The implementation's error.
         source: BoxError,
+        /// The prompt (or text) it failed on, by its index in the call, when it says.
+        prompt: Option<usize>,
     },
     /// A [`crate::ToxicityRule`] names a label the scorer does not have (bad input).
     UnknownLabel {
@@ -49,6 +51,24 @@ impl Error {
         Error::Backend {
             bad_input,
             source: source.into(),
+            prompt: None,
+        }
+    }
+
+    /// Says which prompt (or text) of the call the failure is about, by its index, so a caller
+    /// can name it by its own id.
+    pub fn with_prompt(mut self, index: usize) -> Self {
+        if let Error::Backend { prompt, .. } = &mut self {
+            *prompt = Some(index);
+        }
+        self
+    }
+
+    /// The index in the call of the prompt (or text) the failure is about, when known.
+    pub fn prompt_index(&self) -> Option<usize> {
+        match self {
+            Error::Backend { prompt, .. } => *prompt,
+            _ => None,
         }
     }
 

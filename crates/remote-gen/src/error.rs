@@ -173,7 +173,12 @@ impl Error {
 /// remote-gen's errors cross the seam with their bad-input verdict ([`Error::is_bad_input`]).
 impl From<Error> for engine_api::Error {
     fn from(e: Error) -> Self {
-        engine_api::Error::backend(e.is_bad_input(), e)
+        let prompt = e.prompt().map(|p| p.index);
+        let out = engine_api::Error::backend(e.is_bad_input(), e);
+        match prompt {
+            Some(i) => out.with_prompt(i),
+            None => out,
+        }
     }
 }
 
