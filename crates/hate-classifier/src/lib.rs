@@ -426,6 +426,15 @@ impl HateClassifier {
     }
 }
 
+// The classifier is `Send + Sync` (the crate docs promise it; a service shares one behind an
+// `Arc`, see examples/scoring_service): checked at compile time, so a field that breaks it fails
+// the build here rather than in a user's code.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<HateClassifier>();
+    assert_send_sync::<ClassifierParams>();
+};
+
 impl engine_api::TextScorer for HateClassifier {
     fn describe(&self) -> engine_api::EngineInfo {
         let device = match self.device().location() {
