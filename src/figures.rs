@@ -169,6 +169,162 @@ pub fn posterior_svg(title: &str, panels: &[Panel<'_>]) -> Result<String> {
     Ok(svg)
 }
 
+/// One reference line of a drift figure.
+#[derive(Debug, Clone)]
+pub struct RefLine {
+    /// The model's name.
+    pub label: String,
+    /// Its role in the study.
+    pub role: String,
+    /// Its toxic rate.
+    pub rate: f64,
+}
+
+/// A drift figure: toxic rate (all prompts) against the training step, the HDI as a band, the
+/// reference models' rates as dashed horizontal lines.
+pub fn drift_svg(
+    title: &str,
+    points: &[(usize, f64, f64, f64)],
+    refs: &[RefLine],
+    hdi_mass: f64,
+) -> Result<String> {
+    if points.is_empty() {
+        return Err(Error::Internal(format!("figure `{title}`: no point")));
+    }
+    let (w, h) = (820u32, 520u32);
+    let fail =
+        |e: &dyn std::fmt::Display| Error::Internal(format!("figure `{title}`: cannot draw: {e}"));
+    let x_lo = 0.0f64;
+    let x_max = points.iter().map(|p| p.0).max().unwrap_or(1) as f64;
+    let x_hi = x_max * 1.05 + 0.5;
+    let y_top = points
+        .iter()
+        .map(|p| p.3)
+        .chain(refs.iter().map(|r| r.rate))
+        .fold(0.0f64, f64::max);
+    let y_hi = (y_top * 1.15).clamp(0.01, 1.0);
+    let palette = [
+        RGBColor(200, 60, 60),
+        RGBColor(40, 140, 70),
+        RGBColor(150, 90, 190),
+        RGBColor(200, 130, 20),
+    ];
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let (head, body) = root.split_vertically(50);
+        head.draw_text(
+            title,
+            &("sans-serif", 20).into_font().color(&BLACK),
+            (16, 16),
+        )
+        .map_err(|e| fail(&e))?;
+        // The legend takes the right-hand strip so nothing covers the curve.
+        let (plot, legend) = body.split_horizontally(w - 230);
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x_lo..x_hi, 0.0..y_hi)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .light_line_style(RGBColor(235, 235, 235))
+            .x_desc("training step")
+            .y_desc("toxic rate (all prompts)")
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{:.1}%", 100.0 * y))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let band = RGBColor(120, 150, 200).mix(0.35);
+        let mut poly: Vec<(f64, f64)> = points.iter().map(|p| (p.0 as f64, p.3)).collect();
+        poly.extend(points.iter().rev().map(|p| (p.0 as f64, p.2)));
+        chart
+            .draw_series([Polygon::new(poly, band.filled())])
+            .map_err(|e| fail(&e))?;
+        let blue = RGBColor(40, 80, 160);
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.0 as f64, p.1)),
+                blue.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p.0 as f64, p.1), 4, blue.filled())),
+            )
+            .map_err(|e| fail(&e))?;
+        for (i, r) in refs.iter().enumerate() {
+            let c = palette[i % palette.len()];
+            // Dashes by hand: short segments across the plot.
+            let n = 60;
+            let seg = (x_hi - x_lo) / n as f64;
+            chart
+                .draw_series((0..n).step_by(2).map(|k| {
+                    let a = x_lo + k as f64 * seg;
+                    PathElement::new(vec![(a, r.rate), (a + seg, r.rate)], c.stroke_width(2))
+                }))
+                .map_err(|e| fail(&e))?;
+        }
+        let font = ("sans-serif", 14).into_font().color(&BLACK);
+        let mut y = 30;
+        legend
+            .draw(&PathElement::new(
+                vec![(8, y), (36, y)],
+                blue.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?;
+        legend
+            .draw(&Text::new("checkpoints", (44, y - 8), font.clone()))
+            .map_err(|e| fail(&e))?;
+        y += 26;
+        legend
+            .draw(&Rectangle::new([(8, y - 6), (36, y + 6)], band.filled()))
+            .map_err(|e| fail(&e))?;
+        legend
+            .draw(&Text::new(
+                format!("{:.0}% HDI", 100.0 * hdi_mass),
+                (44, y - 8),
+                font.clone(),
+            ))
+            .map_err(|e| fail(&e))?;
+        for (i, r) in refs.iter().enumerate() {
+            y += 26;
+            let c = palette[i % palette.len()];
+            legend
+                .draw(&PathElement::new(vec![(8, y), (18, y)], c.stroke_width(2)))
+                .map_err(|e| fail(&e))?;
+            legend
+                .draw(&PathElement::new(vec![(26, y), (36, y)], c.stroke_width(2)))
+                .map_err(|e| fail(&e))?;
+            // Long names are cut so the legend stays inside the figure.
+            let label: String = if r.label.chars().count() > 26 {
+                r.label.chars().take(25).chain(['…']).collect()
+            } else {
+                r.label.clone()
+            };
+            legend
+                .draw(&Text::new(label, (44, y - 8), font.clone()))
+                .map_err(|e| fail(&e))?;
+            legend
+                .draw(&Text::new(
+                    format!("{}: {:.1}%", r.role, 100.0 * r.rate),
+                    (44, y + 8),
+                    font.clone(),
+                ))
+                .map_err(|e| fail(&e))?;
+            y += 14;
+        }
+        root.present().map_err(|e| fail(&e))?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +377,36 @@ mod tests {
         .unwrap();
         assert_eq!(svg, again);
         assert!(posterior_svg("empty", &[]).is_err());
+    }
+
+    #[test]
+    fn drift_figure_has_the_band_the_curve_and_the_references() {
+        let pts = [
+            (4, 0.05, 0.02, 0.1),
+            (8, 0.08, 0.04, 0.14),
+            (12, 0.12, 0.07, 0.19),
+        ];
+        let refs = [
+            RefLine {
+                label: "base".into(),
+                role: "base".into(),
+                rate: 0.2,
+            },
+            RefLine {
+                label: "a-model-with-a-very-long-name-indeed".into(),
+                role: "instruct".into(),
+                rate: 0.03,
+            },
+        ];
+        let svg = drift_svg("Drift — m", &pts, &refs, 0.95).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("training step") && svg.contains("base: 20.0%"));
+        assert!(svg.contains("95% HDI") && svg.contains("<polygon"));
+        assert!(
+            svg.contains("a-model-with-a-very-long-…"),
+            "long names are cut"
+        );
+        assert_eq!(svg, drift_svg("Drift — m", &pts, &refs, 0.95).unwrap());
+        assert!(drift_svg("e", &[], &refs, 0.95).is_err());
     }
 }

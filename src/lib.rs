@@ -18,8 +18,10 @@
 //! - [`best_mcmc`]: BEST by MCMC and the toxic-rate comparison.
 #![deny(missing_docs)]
 
+pub mod drift;
 pub mod engines;
 pub mod error;
+pub mod gate;
 pub mod io;
 pub mod plan;
 pub mod progress;

@@ -30,6 +30,8 @@ enum Command {
     Compare(commands::compare::Args),
     /// Fine-tune a model with LoRA on Dolly-15k (the authors' recipe) and save a PEFT adapter.
     Finetune(commands::finetune::Args),
+    /// Release gate on two scores files: exit 3 when P(rate_B − rate_A > margin) ≥ 0.95.
+    Gate(commands::gate::Args),
     /// Generate greedy continuations of a prompt set with one model (and optional LoRA adapter).
     Generate(commands::generate::Args),
     /// Run a whole study from a TOML file (all stages, resumable) and write the report.
@@ -65,6 +67,12 @@ fn main() -> ExitCode {
         Command::Prompts(args) => commands::prompts::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Finetune(args) => commands::finetune::run(args),
+        // The gate's verdict is its exit code: 0 pass, 3 fail (`toxdrift::gate::EXIT_FAIL`).
+        Command::Gate(args) => match commands::gate::run(args) {
+            Ok(verdict) if !verdict.pass => return ExitCode::from(toxdrift::gate::EXIT_FAIL),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
         Command::Generate(args) => commands::generate::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Score(args) => commands::score::run(args),

@@ -13,7 +13,7 @@ use crate::io::{ResumableJsonl, write_atomic};
 use crate::plan::Unit;
 use crate::progress::{progress_bar, test_stall};
 use crate::stages::{ADAPTER_DIR, GENERATIONS_FILE, SCORES_FILE, read_prompt_set};
-use crate::study::{Model, ModelSource, Study};
+use crate::study::{Drift, DriftSource, Model, ModelSource, Source, Study};
 use engine_api::{Completion, TextGenerator, TextScorer};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -278,4 +278,115 @@ pub fn run_finetune(study: &Study, unit: &Unit, base: &Model, progress: bool) ->
         "steps": report.summary.log.len(),
         "final_loss": last.map(|l| l.loss),
     }))
+}
+
+/// A drift checkpoint as a model of the study: the drift's base with the checkpoint's adapter
+/// (for the study's own fine-tune, `checkpoint-<step>` inside its unit, or its final adapter
+/// when `step` is the run's last).
+fn drift_point_model(
+    study: &Study,
+    drift: &Drift,
+    step: usize,
+    trained: Option<&Unit>,
+) -> Result<Model> {
+    let base = study.model(&drift.base).ok_or_else(|| {
+        Error::Internal(format!("drift `{}`: no model `{}`", drift.name, drift.base))
+    })?;
+    let ModelSource::Checkpoint { model, .. } = &base.source else {
+        return Err(Error::Internal(format!(
+            "drift `{}`: `{}` is not a checkpoint",
+            drift.name, drift.base
+        )));
+    };
+    let adapter = match (&drift.source, trained) {
+        (DriftSource::Recipe(m), Some(ft)) => {
+            let adapter = ft.dir.join(ADAPTER_DIR);
+            let ckpt = adapter
+                .join("checkpoints")
+                .join(format!("checkpoint-{step}"));
+            let total = ft.manifest()?.outputs["steps"].as_u64().unwrap_or(0) as usize;
+            if step == total {
+                adapter
+            } else if ckpt.join("adapter_model.safetensors").is_file() {
+                ckpt
+            } else if step > total {
+                return Err(Error::BadInput(format!(
+                    "{}: drift `{}`: step {step} is past the end of `{m}`'s fine-tune ({total} \
+                     steps)",
+                    drift.at, drift.name
+                )));
+            } else {
+                return Err(Error::BadInput(format!(
+                    "{}: drift `{}`: `{m}`'s fine-tune has no checkpoint at step {step} ({} is \
+                     missing: the fine-tune ran before the drift section was added and kept \
+                     only its newest checkpoints; delete {} to train it again, which gives the \
+                     same adapter)",
+                    drift.at,
+                    drift.name,
+                    ckpt.display(),
+                    ft.dir.display()
+                )));
+            }
+        }
+        (DriftSource::Recipe(_), None) => {
+            return Err(Error::Internal(format!(
+                "plan: drift `{}` has no finetune input",
+                drift.name
+            )));
+        }
+        _ => {
+            let p = drift.points.iter().find(|p| p.step == step);
+            match p.and_then(|p| p.adapter.as_ref()) {
+                Some(Source::Local(p)) => p.clone(),
+                Some(hub @ Source::Hub { .. }) => engines::adapter_dir(hub)?,
+                None => {
+                    return Err(Error::Internal(format!(
+                        "drift `{}`: no adapter at step {step}",
+                        drift.name
+                    )));
+                }
+            }
+        }
+    };
+    Ok(Model {
+        name: drift.point_name(step),
+        family: base.family.clone(),
+        role: base.role,
+        source: ModelSource::Checkpoint {
+            model: model.clone(),
+            adapter: Some(Source::Local(adapter)),
+        },
+    })
+}
+
+/// A drift checkpoint's generate unit: like a model's ([`run_generate`]), on the drift's base
+/// with the checkpoint's adapter merged.
+pub fn run_drift_generate(
+    study: &Study,
+    unit: &Unit,
+    drift: &Drift,
+    step: usize,
+    prompts_unit: &Unit,
+    trained: Option<&Unit>,
+    progress: bool,
+) -> Result<Value> {
+    let model = drift_point_model(study, drift, step, trained)?;
+    run_generate(study, unit, &model, prompts_unit, None, progress)
+}
+
+/// A drift checkpoint's score unit: like a model's ([`run_score`]).
+pub fn run_drift_score(
+    study: &Study,
+    unit: &Unit,
+    drift: &Drift,
+    gen_unit: &Unit,
+    progress: bool,
+) -> Result<Value> {
+    let model = Model {
+        name: unit.name.clone(),
+        family: String::new(),
+        role: crate::study::Role::DollyTuned,
+        source: ModelSource::FinetuneFrom(drift.base.clone()),
+    };
+    run_score(study, unit, &model, gen_unit, progress)
 }

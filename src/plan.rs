@@ -1,7 +1,9 @@
 //! The plan of a study: its units of work and the keys that say whether each is done.
 //!
 //! A unit is one stage for one model (or one model pair): the prompt set; per model, generate
-//! and score; per fine-tuned model, train; per compared pair, compare. Each unit has a key, a
+//! and score; per fine-tuned model, train; per compared pair, compare; per checkpoint of a
+//! `[[drift]]` section, generate and score (`drift_generate`, `drift_score`, named
+//! `<drift>@step-<n>`, after every other unit). Each unit has a key, a
 //! SHA-256 over its stage, its own settings and the keys of the units it reads, so changing a
 //! setting changes the keys of exactly the units it affects (and of those downstream of them).
 //! A unit's outputs live in `units/<stage>/<name>-<key>/` under the output directory, and the unit
@@ -63,6 +65,10 @@ pub enum Stage {
     Score,
     /// Compare one pair of models.
     Compare,
+    /// Generate continuations with one checkpoint of a drift (`<drift>@step-<n>`).
+    DriftGenerate,
+    /// Score one drift checkpoint's continuations.
+    DriftScore,
 }
 
 impl Stage {
@@ -74,6 +80,8 @@ impl Stage {
             Stage::Generate => "generate",
             Stage::Score => "score",
             Stage::Compare => "compare",
+            Stage::DriftGenerate => "drift_generate",
+            Stage::DriftScore => "drift_score",
         }
     }
 }
@@ -266,6 +274,33 @@ impl Plan {
                 let inputs = json!({ "sampler": study.sampler });
                 let deps = vec![scored[&p.baseline], scored[&p.candidate]];
                 push(&mut units, Stage::Compare, pair_name(p), inputs, deps);
+            }
+        }
+        // Drift: one generate + score unit per checkpoint, keyed like a model's (the base's
+        // weights plus the checkpoint's adapter), after every other unit.
+        for d in &study.drifts {
+            let base = study.model(&d.base).map(|b| b.source.clone());
+            for p in &d.points {
+                let mut deps = vec![prompts];
+                let adapter = match (&d.source, &p.adapter) {
+                    (crate::study::DriftSource::Recipe(m), _) => {
+                        deps.push(trained[m]);
+                        json!({ "trained": m, "step": p.step })
+                    }
+                    (_, a) => json!(a),
+                };
+                let inputs = json!({
+                    "weights": { "base": base, "adapter": adapter },
+                    "batch_size": study.generation.batch_size,
+                    "max_new_tokens": study.generation.max_new_tokens,
+                    "dtype": dtype.as_str(),
+                    "chat_template": study.generation.chat_template,
+                    "prompt_too_long": study.generation.prompt_too_long,
+                });
+                let name = d.point_name(p.step);
+                let g = push(&mut units, Stage::DriftGenerate, name.clone(), inputs, deps);
+                let inputs = json!({ "classifier": study.classifier });
+                push(&mut units, Stage::DriftScore, name, inputs, vec![g]);
             }
         }
         Plan { out, units }

@@ -242,6 +242,9 @@ pub struct Report {
     pub comparisons: Vec<ComparisonReport>,
     /// Warnings collected over all comparisons.
     pub warnings: Vec<String>,
+    /// Toxicity drift across fine-tunes (`[[drift]]` sections; absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::drift::DriftReport>,
 }
 
 /// The caveat the report must carry (design.md §1).
@@ -471,6 +474,9 @@ pub fn render_markdown(r: &Report, study: &Study) -> String {
         }
         s.push('\n');
     }
+    if !r.drift.is_empty() {
+        s.push_str(&drift_markdown(&r.drift));
+    }
     let _ = writeln!(s, "## Diagnostics warnings\n");
     if r.warnings.is_empty() {
         let _ = writeln!(
@@ -489,6 +495,88 @@ pub fn render_markdown(r: &Report, study: &Study) -> String {
          - `units/`: the per-stage outputs (prompts, generations, scores, adapters, comparisons), \
          each with a `manifest.json`."
     );
+    s
+}
+
+/// The report's "Drift" section: per drift, the toxic rate at each checkpoint, the references,
+/// the hypothesis quantities (`docs/drift.md`) and the verdict.
+fn drift_markdown(drifts: &[crate::drift::DriftReport]) -> String {
+    let mut s = String::from("## Drift\n\n");
+    let _ = writeln!(
+        s,
+        "Toxic rate (all prompts) at each checkpoint of a fine-tune, with {:.0}% HDIs of the \
+         Beta(1,1)-Binomial posterior. *Towards base* is D = |rate(last) − rate(base)| − \
+         |rate(first) − rate(base)|: negative when the last checkpoint is closer to the base \
+         model's rate than the first; the curve moves towards the base model when P(D < 0) ≥ \
+         0.95 (see docs/drift.md).\n",
+        100.0 * drifts[0].hdi_mass
+    );
+    for d in drifts {
+        let _ = writeln!(s, "### {} (on {})\n", d.name, d.base);
+        let _ = writeln!(s, "Source: {}.\n", d.source);
+        s.push_str("| Step | n | toxic rate | HDI | mean score |\n|---:|---:|---:|---|---:|\n");
+        for p in &d.points {
+            if let Some(r) = p.rates.get(ALL) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.1}% | [{:.1}%, {:.1}%] | {} |",
+                    p.step,
+                    r.n,
+                    100.0 * r.rate,
+                    100.0 * r.hdi_low,
+                    100.0 * r.hdi_high,
+                    f4(p.mean_score)
+                );
+            }
+        }
+        for r in &d.references {
+            if let Some(e) = r.rates.get(ALL) {
+                let _ = writeln!(
+                    s,
+                    "| {} ({}) | {} | {:.1}% | [{:.1}%, {:.1}%] | {} |",
+                    r.model,
+                    r.role,
+                    e.n,
+                    100.0 * e.rate,
+                    100.0 * e.hdi_low,
+                    100.0 * e.hdi_high,
+                    f4(r.mean_score)
+                );
+            }
+        }
+        let h = &d.hypothesis;
+        if let Some(c) = h.change.get(ALL) {
+            let _ = writeln!(
+                s,
+                "\nChange from step {} to step {}: {:+.1} points, HDI [{:+.1}, {:+.1}], \
+                 P(rate rises) = {:.3}.\n",
+                h.first_step,
+                h.last_step,
+                100.0 * c.mean,
+                100.0 * c.hdi_low,
+                100.0 * c.hdi_high,
+                c.p_increase
+            );
+        }
+        for (what, t) in [("base", &h.toward_base), ("instruct", &h.toward_instruct)] {
+            if let Some(t) = t {
+                let _ = writeln!(
+                    s,
+                    "Towards {what} (`{}`): distance {:.1} → {:.1} points; D = {:+.1} points, \
+                     HDI [{:+.1}, {:+.1}], P(closer at the end) = {:.3}.\n",
+                    t.reference,
+                    100.0 * t.distance_first,
+                    100.0 * t.distance_last,
+                    100.0 * t.mean,
+                    100.0 * t.hdi_low,
+                    100.0 * t.hdi_high,
+                    t.p_closer
+                );
+            }
+        }
+        let _ = writeln!(s, "**{}**\n", h.verdict);
+        let _ = writeln!(s, "![{}]({})\n", d.figure, d.figure);
+    }
     s
 }
 

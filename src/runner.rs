@@ -15,7 +15,7 @@ use crate::report::{
     render_csv, toxic_rates, write_report,
 };
 use crate::stages::{self, SCORES_FILE, ScoreLine};
-use crate::study::{ModelSource, Study};
+use crate::study::{DriftSource, ModelSource, Study};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -119,6 +119,16 @@ fn run_unit(
                 return Err(missing(&unit.name));
             };
             let base = study.model(from).ok_or_else(|| missing(from))?;
+            // A drift over this fine-tune reads its checkpoints: keep every one of them.
+            let watched = study
+                .drifts
+                .iter()
+                .any(|d| d.source == DriftSource::Recipe(unit.name.clone()));
+            if watched {
+                let mut keep_all = study.clone();
+                keep_all.finetune.train.keep_checkpoints = usize::MAX;
+                return crate::model_stages::run_finetune(&keep_all, unit, base, opts.progress);
+            }
             crate::model_stages::run_finetune(study, unit, base, opts.progress)
         }
         Stage::Generate => {
@@ -146,6 +156,28 @@ fn run_unit(
             let gens = dep(plan, unit, Stage::Generate)?;
             crate::model_stages::run_score(study, unit, model, gens, opts.progress)
         }
+        Stage::DriftGenerate => {
+            let (drift, step) = drift_point(study, &unit.name)?;
+            let prompts = dep(plan, unit, Stage::Prompts)?;
+            let trained = match drift.source {
+                DriftSource::Recipe(_) => Some(dep(plan, unit, Stage::Finetune)?),
+                _ => None,
+            };
+            crate::model_stages::run_drift_generate(
+                study,
+                unit,
+                drift,
+                step,
+                prompts,
+                trained,
+                opts.progress,
+            )
+        }
+        Stage::DriftScore => {
+            let (drift, _) = drift_point(study, &unit.name)?;
+            let gens = dep(plan, unit, Stage::DriftGenerate)?;
+            crate::model_stages::run_drift_score(study, unit, drift, gens, opts.progress)
+        }
         Stage::Compare => {
             let pair = study
                 .comparisons
@@ -164,6 +196,20 @@ fn run_unit(
             )
         }
     }
+}
+
+/// The drift and step of a drift unit's name (`<drift>@step-<n>`).
+fn drift_point<'a>(study: &'a Study, unit_name: &str) -> Result<(&'a crate::study::Drift, usize)> {
+    study
+        .drifts
+        .iter()
+        .find_map(|d| {
+            d.points
+                .iter()
+                .find(|p| d.point_name(p.step) == unit_name)
+                .map(|p| (d, p.step))
+        })
+        .ok_or_else(|| missing(unit_name))
 }
 
 fn missing(name: &str) -> Error {
@@ -281,6 +327,9 @@ pub fn write_outputs(study: &Study, plan: &Plan) -> Result<Vec<PathBuf>> {
             figures,
         });
     }
+    // Drift: per-checkpoint rates, the hypothesis quantities and figures/drift-<name>.svg.
+    let (drift, drift_files) = crate::drift::write_drifts(study, plan)?;
+    files.extend(drift_files);
     let s = &study.sampler;
     let report = Report {
         study: study.name.clone(),
@@ -300,6 +349,7 @@ pub fn write_outputs(study: &Study, plan: &Plan) -> Result<Vec<PathBuf>> {
         models,
         comparisons,
         warnings,
+        drift,
     };
     files.extend(write_report(&report, study, out)?);
     let csv = render_csv(all_scores.iter().flat_map(|(model, family, role, lines)| {
@@ -317,6 +367,17 @@ pub fn write_outputs(study: &Study, plan: &Plan) -> Result<Vec<PathBuf>> {
     let csv_path = out.join("scores.csv");
     write_atomic(&csv_path, csv.as_bytes())?;
     files.push(csv_path);
+    // Model-card sections, one per comparison pair: cards/<baseline>__vs__<candidate>.md.
+    let by_model = all_scores
+        .iter()
+        .map(|(name, _, _, lines)| (name.as_str(), lines.as_slice()))
+        .collect();
+    files.extend(crate::gate::write_study_cards(
+        study,
+        plan,
+        &by_model,
+        source_text,
+    )?);
     Ok(files)
 }
 

@@ -44,6 +44,45 @@ fn smoke_study_runs_end_to_end_and_the_report_agrees_with_the_stages() {
         }
     }
 
+    // Drift: the Llama Dolly fine-tune at steps 4, 8 and 12 with its two references, and its
+    // figure (an SVG linked from report.md).
+    assert_eq!(report.drift.len(), 1);
+    let d = &report.drift[0];
+    let steps: Vec<usize> = d.points.iter().map(|p| p.step).collect();
+    assert_eq!(steps, [4, 8, 12]);
+    for p in &d.points {
+        assert_eq!(p.rates["all"].n, 100, "step {}", p.step);
+        assert!(p.rates.len() == 7, "all + six subsets");
+    }
+    let refs: Vec<&str> = d.references.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(refs, ["tiny-llama", "tiny-llama-instruct"]);
+    assert!(d.hypothesis.toward_base.is_some() && d.hypothesis.toward_instruct.is_some());
+    // Step 12 is the final adapter: the same rates as the fine-tuned model itself.
+    let dolly = report
+        .models
+        .iter()
+        .find(|m| m.name == "tiny-llama-instruct-dolly")
+        .unwrap();
+    assert_eq!(d.points[2].rates["all"].toxic, dolly.rates.total.toxic);
+    assert_eq!(d.figure, "figures/drift-tiny-llama-instruct-dolly.svg");
+    let svg = std::fs::read_to_string(out.join(&d.figure)).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("training step"));
+    assert!(md.contains("## Drift") && md.contains(&format!("]({})", d.figure)));
+    assert!(md.contains(&d.hypothesis.verdict));
+
+    // One model-card section per comparison pair, with the study's settings and a model-index.
+    for p in report.comparisons.iter().flat_map(|c| &c.pairs) {
+        let name = format!("cards/{}__vs__{}.md", p.baseline, p.candidate);
+        let card = std::fs::read_to_string(out.join(&name)).unwrap();
+        assert!(
+            card.starts_with("## Safety evaluation\n")
+                && card.contains("- Sampling seed: 42.")
+                && card.contains("| all | 100 |")
+                && card.contains("```yaml\nmodel-index:\n"),
+            "{name}: {card}"
+        );
+    }
+
     // Toxic rates in the report = the rates of the score files, which hold every prompt once.
     let prompts = std::fs::read_to_string(
         common::unit_dir(&out.join("units/prompts"), "prompts")
@@ -117,7 +156,8 @@ fn smoke_study_runs_end_to_end_and_the_report_agrees_with_the_stages() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&dry.stdout);
-    assert!(text.contains("plan: 30 units, 30 done, 0 to run"), "{text}");
+    // 30 units of the comparisons, 6 of the drift (generate + score at three steps).
+    assert!(text.contains("plan: 36 units, 36 done, 0 to run"), "{text}");
 }
 
 #[test]
@@ -144,7 +184,7 @@ fn changing_one_setting_reruns_only_what_it_affects() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&dry.stdout);
-    assert!(text.contains("plan: 30 units, 23 done, 7 to run"), "{text}");
+    assert!(text.contains("plan: 36 units, 29 done, 7 to run"), "{text}");
     for line in text.lines().filter(|l| l.contains("[run ]")) {
         assert!(line.contains(" compare "), "{line}");
     }

@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod finetune;
+pub mod gate;
 pub mod generate;
 pub mod prompts;
 pub mod run;

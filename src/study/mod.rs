@@ -77,7 +77,8 @@ impl Study {
     }
 
     /// Parses and validates a study from text; `file` names it in errors and anchors relative
-    /// paths. Does not touch the file system (see [`Study::load`] for the checks that do).
+    /// paths. Does not touch the file system (see [`Study::load`] for the checks that do),
+    /// except to list the checkpoint directory of a `[[drift]]` section.
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str, file: &Path) -> Result<Study> {
         validate::parse(text, file)

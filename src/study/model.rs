@@ -32,6 +32,8 @@ pub struct Study {
     pub families: Vec<Family>,
     /// The comparisons, in file order.
     pub comparisons: Vec<Comparison>,
+    /// Toxicity drift across fine-tunes (`[[drift]]`), in file order.
+    pub drifts: Vec<Drift>,
 }
 
 pub use hub_source::Source;
@@ -377,7 +379,63 @@ pub struct Comparison {
     pub pairs: Vec<Pair>,
 }
 
+/// A fine-tune watched across its checkpoints (`[[drift]]`): every checkpoint is evaluated on
+/// the prompt set like a model, and the report plots its toxic rate against the training step
+/// with the reference models' rates as lines (see `docs/drift.md`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Drift {
+    /// A unique name (file names: `figures/drift-<name>.svg`); the fine-tuned model's name
+    /// for `model = ...`.
+    pub name: String,
+    /// The model the checkpoints' adapters apply to (a plain checkpoint of the study).
+    pub base: String,
+    /// Where the checkpoints come from.
+    pub source: DriftSource,
+    /// The checkpoints, by ascending step.
+    pub points: Vec<DriftPoint>,
+    /// Models of the study drawn as reference lines (typically the base and the instruct model).
+    pub references: Vec<String>,
+    /// `file:line:column` of the section, for errors found while running.
+    pub at: String,
+}
+
+/// Where a drift's checkpoints come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftSource {
+    /// The study's own fine-tune of this model (`model = "..."`): the checkpoints the recipe
+    /// writes every `checkpoint_every` steps, and the final adapter.
+    Recipe(String),
+    /// A directory in HF Trainer's layout: `checkpoint-<step>/` with a PEFT adapter each.
+    Directory(std::path::PathBuf),
+    /// Revisions of a hub adapter repository.
+    Revisions(String),
+}
+
+/// One checkpoint of a drift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriftPoint {
+    /// Its training step.
+    pub step: usize,
+    /// Its PEFT adapter; `None` for a [`DriftSource::Recipe`] point (the adapter is inside the
+    /// fine-tune's unit, known once it has run).
+    pub adapter: Option<Source>,
+}
+
+impl Drift {
+    /// The unit name of the point at `step` (`<name>@step-<step>`; `@` never occurs in model
+    /// names).
+    pub fn point_name(&self, step: usize) -> String {
+        format!("{}@step-{step}", self.name)
+    }
+}
+
 impl Study {
+    /// The drift named `name`.
+    pub fn drift(&self, name: &str) -> Option<&Drift> {
+        self.drifts.iter().find(|d| d.name == name)
+    }
+
     /// Every model, family by family, in file order.
     pub fn models(&self) -> impl Iterator<Item = &Model> {
         self.families.iter().flat_map(|f| f.models.iter())
@@ -417,6 +475,7 @@ impl Study {
         }
         self.families.retain(|f| !f.models.is_empty());
         self.comparisons = vec![c];
+        self.drifts.clear();
         Ok(())
     }
 

@@ -28,6 +28,41 @@ pub(super) struct RawStudy {
     pub(super) family: Vec<RawFamily>,
     #[serde(default)]
     pub(super) comparison: Vec<RawComparison>,
+    #[serde(default)]
+    pub(super) drift: Vec<Spanned<RawDrift>>,
+}
+
+/// `[[drift]]`: a fine-tune's checkpoints, from the study's recipe (`model` + `steps`), a
+/// directory in HF Trainer's layout (`checkpoints = { path }` + `base`) or hub revisions of an
+/// adapter repository (`checkpoints = { hub, revisions }` + `base`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDrift {
+    #[serde(default)]
+    pub(super) name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) model: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) steps: Option<Spanned<Vec<usize>>>,
+    #[serde(default)]
+    pub(super) base: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) checkpoints: Option<Spanned<RawDriftCheckpoints>>,
+    #[serde(default)]
+    pub(super) references: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDriftCheckpoints {
+    #[serde(default)]
+    pub(super) path: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) hub: Option<String>,
+    #[serde(default)]
+    pub(super) revisions: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) steps: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -374,6 +374,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
             pairs,
         });
     }
+    let drifts = drift_sections(&loc, &base, &raw.drift, &families, &finetune)?;
     if families.iter().all(|f| f.models.is_empty()) {
         return Err(bad(
             file,
@@ -402,7 +403,343 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
         finetune,
         families,
         comparisons,
+        drifts,
     })
+}
+
+/// The `[[drift]]` sections: each names its checkpoints (listing a local checkpoint directory,
+/// the one place validation reads the file system) and its references.
+fn drift_sections(
+    loc: &Locator<'_>,
+    base_dir: &Path,
+    raw: &[Spanned<RawDrift>],
+    families: &[Family],
+    recipe: &FinetuneRecipe,
+) -> Result<Vec<Drift>> {
+    let model = |n: &str| {
+        families
+            .iter()
+            .flat_map(|f| &f.models)
+            .find(|m| m.name == n)
+    };
+    let known = |n: &str| -> String {
+        let mut names: Vec<&str> = families
+            .iter()
+            .flat_map(|f| &f.models)
+            .map(|m| m.name.as_str())
+            .collect();
+        names.sort_unstable();
+        format!(
+            "`{n}` is not a model of this study (defined: {})",
+            names.join(", ")
+        )
+    };
+    let mut out: Vec<Drift> = Vec::new();
+    for d in raw {
+        let span = d.span();
+        let (line, col) = loc.line_col(span.start);
+        let at = format!("{}:{line}:{col}", loc.file.display());
+        let d = d.get_ref();
+        let err = |sp: Range<usize>, msg: String| loc.err(sp, format!("drift: {msg}"));
+        // The model the adapters apply to must be a plain checkpoint of the study.
+        let plain_base = |name: &Spanned<String>| -> Result<String> {
+            let n = name.get_ref();
+            match model(n).map(|m| &m.source) {
+                None => Err(err(name.span(), known(n))),
+                Some(ModelSource::Checkpoint { adapter: None, .. }) => Ok(n.clone()),
+                Some(_) => Err(err(
+                    name.span(),
+                    format!(
+                        "`{n}` is not a plain checkpoint (a drift's adapters apply to a model \
+                         with `path` or `hub` and no `adapter`)"
+                    ),
+                )),
+            }
+        };
+        let (name, base, source, points) = match (&d.model, &d.checkpoints) {
+            (Some(m), None) => {
+                if d.base.is_some() {
+                    return Err(err(
+                        span,
+                        "`model` takes no `base` (the fine-tune's own `finetune_from` is)".into(),
+                    ));
+                }
+                let n = m.get_ref();
+                let from = match model(n).map(|x| &x.source) {
+                    None => return Err(err(m.span(), known(n))),
+                    Some(ModelSource::FinetuneFrom(from)) => from.clone(),
+                    Some(_) => {
+                        return Err(err(
+                            m.span(),
+                            format!(
+                                "`{n}` is not fine-tuned by this study (no `finetune_from`): \
+                                 name a `finetune_from` model, or give `checkpoints` and `base`"
+                            ),
+                        ));
+                    }
+                };
+                let Some(steps) = &d.steps else {
+                    return Err(err(
+                        span,
+                        format!(
+                            "`model = \"{n}\"` needs `steps = [...]`: the training steps to \
+                             evaluate (multiples of finetune.checkpoint_every = {}, the last may \
+                             be the final step)",
+                            recipe.train.checkpoint_every
+                        ),
+                    ));
+                };
+                let every = recipe.train.checkpoint_every;
+                let list = steps.get_ref();
+                check_steps(list).map_err(|m| err(steps.span(), m))?;
+                if let Some(bad) = list[..list.len() - 1].iter().find(|s| **s % every != 0) {
+                    return Err(err(
+                        steps.span(),
+                        format!(
+                            "step {bad} is not a checkpoint: the recipe writes one every \
+                             {every} steps (finetune.checkpoint_every); only the last step may \
+                             be the final one"
+                        ),
+                    ));
+                }
+                let name = d.name.as_ref().map_or(n.clone(), |x| x.get_ref().clone());
+                let points = list
+                    .iter()
+                    .map(|&step| DriftPoint {
+                        step,
+                        adapter: None,
+                    })
+                    .collect();
+                (name, from, DriftSource::Recipe(n.clone()), points)
+            }
+            (None, Some(c)) => {
+                let Some(b) = &d.base else {
+                    return Err(err(
+                        span,
+                        "`checkpoints` needs `base = \"<model>\"`: the study's model the \
+                         adapters apply to"
+                            .into(),
+                    ));
+                };
+                let base = plain_base(b)?;
+                let Some(name) = &d.name else {
+                    return Err(err(
+                        span,
+                        "`checkpoints` needs a `name` (it names the figure and the units)".into(),
+                    ));
+                };
+                if d.steps.is_some() {
+                    return Err(err(
+                        span,
+                        "`steps` goes inside `checkpoints = { ... }` for checkpoints".into(),
+                    ));
+                }
+                let cspan = c.span();
+                let c = c.get_ref();
+                let (source, points) = match (&c.path, &c.hub, &c.revisions) {
+                    (Some(p), None, None) => {
+                        let dir = absolutize(p, base_dir);
+                        let mut points =
+                            trainer_checkpoints(&dir).map_err(|m| err(cspan.clone(), m))?;
+                        if let Some(want) = &c.steps {
+                            check_steps(want).map_err(|m| err(cspan.clone(), m))?;
+                            if let Some(s) =
+                                want.iter().find(|s| !points.iter().any(|p| p.step == **s))
+                            {
+                                return Err(err(
+                                    cspan,
+                                    format!("{}: no checkpoint-{s}", dir.display()),
+                                ));
+                            }
+                            points.retain(|p| want.contains(&p.step));
+                        }
+                        (DriftSource::Directory(dir), points)
+                    }
+                    (None, Some(h), Some(revs)) => {
+                        let points = revision_points(h, revs, c.steps.as_deref())
+                            .map_err(|m| err(cspan.clone(), m))?;
+                        (DriftSource::Revisions(h.clone()), points)
+                    }
+                    (None, Some(_), None) => {
+                        return Err(err(
+                            cspan,
+                            "`checkpoints = { hub = ... }` needs `revisions = [...]`".into(),
+                        ));
+                    }
+                    _ => {
+                        return Err(err(
+                            cspan,
+                            "`checkpoints` takes either `path` (a directory of checkpoint-<step>/) \
+                             or `hub` with `revisions`"
+                                .into(),
+                        ));
+                    }
+                };
+                if points.len() < 2 {
+                    return Err(err(
+                        cspan,
+                        format!(
+                            "{} checkpoint(s) found; a drift needs at least 2",
+                            points.len()
+                        ),
+                    ));
+                }
+                (name.get_ref().clone(), base, source, points)
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    span,
+                    "give either `model` (the study's fine-tune) or `checkpoints`, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(err(
+                    span,
+                    "needs `model = \"<a finetune_from model>\"` or `checkpoints = { path = ... }`"
+                        .into(),
+                ));
+            }
+        };
+        let name_span = d.name.as_ref().map_or(span.clone(), |n| n.span());
+        if name.is_empty() || !name.chars().all(name_char) {
+            return Err(err(
+                name_span,
+                format!("name `{name}`: use letters, digits, `-`, `_` and `.` only"),
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(err(name_span, format!("`{name}` is defined twice")));
+        }
+        let mut references = Vec::new();
+        for r in &d.references {
+            if model(r.get_ref()).is_none() {
+                return Err(err(r.span(), known(r.get_ref())));
+            }
+            if references.contains(r.get_ref()) {
+                return Err(err(
+                    r.span(),
+                    format!("reference `{}` listed twice", r.get_ref()),
+                ));
+            }
+            references.push(r.get_ref().clone());
+        }
+        out.push(Drift {
+            name,
+            base,
+            source,
+            points,
+            references,
+            at,
+        });
+    }
+    Ok(out)
+}
+
+/// At least two steps, each at least 1, strictly ascending.
+fn check_steps(steps: &[usize]) -> std::result::Result<(), String> {
+    if steps.len() < 2 {
+        return Err(format!(
+            "{} step(s) given; a drift needs at least 2",
+            steps.len()
+        ));
+    }
+    if steps[0] == 0 || steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("steps must be at least 1 and strictly ascending".into());
+    }
+    Ok(())
+}
+
+/// The checkpoints of a directory in HF Trainer's layout: `checkpoint-<step>/`, each with
+/// `adapter_config.json` and `adapter_model.safetensors`, by ascending step.
+fn trainer_checkpoints(dir: &Path) -> std::result::Result<Vec<DriftPoint>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+    let mut points = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(step) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            if !path.join(f).is_file() {
+                return Err(format!(
+                    "{}: no {f} (a drift reads PEFT adapter checkpoints)",
+                    path.display()
+                ));
+            }
+        }
+        points.push(DriftPoint {
+            step,
+            adapter: Some(Source::Local(path)),
+        });
+    }
+    if points.is_empty() {
+        return Err(format!(
+            "{}: no checkpoint-<step>/ directory with a PEFT adapter (HF Trainer's layout)",
+            dir.display()
+        ));
+    }
+    points.sort_by_key(|p| p.step);
+    Ok(points)
+}
+
+/// Hub revisions of an adapter repository as drift points: the step is `steps[i]` when given,
+/// else the revision's trailing number (`step-500`, `checkpoint-500`) when every revision has a
+/// distinct one, else the revision's position (1, 2, ...).
+fn revision_points(
+    hub: &str,
+    revisions: &[String],
+    steps: Option<&[usize]>,
+) -> std::result::Result<Vec<DriftPoint>, String> {
+    let trailing = |r: &str| -> Option<usize> {
+        let digits: String = r
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        digits.parse().ok()
+    };
+    let steps: Vec<usize> = match steps {
+        Some(s) if s.len() != revisions.len() => {
+            return Err(format!(
+                "{} steps for {} revisions",
+                s.len(),
+                revisions.len()
+            ));
+        }
+        Some(s) => s.to_vec(),
+        None => match revisions
+            .iter()
+            .map(|r| trailing(r))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(v) if v.windows(2).all(|w| w[0] < w[1]) => v,
+            _ => (1..=revisions.len()).collect(),
+        },
+    };
+    check_steps(&steps)?;
+    let mut points = Vec::new();
+    for (r, step) in revisions.iter().zip(steps) {
+        let repo = HubRepo::new(hub, RepoKind::Model)
+            .map_err(|_| format!("hub id `{hub}` is not a valid repository id"))?
+            .with_revision(r)
+            .map_err(|e| format!("revision `{r}`: {e}"))?;
+        points.push(DriftPoint {
+            step,
+            adapter: Some(Source::hub(repo)),
+        });
+    }
+    Ok(points)
 }
 
 fn bad(file: &Path, msg: impl std::fmt::Display) -> Error {

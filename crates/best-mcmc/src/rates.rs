@@ -11,6 +11,15 @@
 //!   quantiles 1e-15 .. 1 - 1e-15), and from it the HDI (narrowest interval of the requested mass).
 //!   Against scipy quadrature (`tests/fixtures/best/rates.json`) the HDI bounds agree within
 //!   3e-8 and `P(candidate > baseline)` within 1e-11 (both far below what a rate can resolve).
+//! - `P(rate_candidate - rate_baseline > margin)` for a margin in (-1, 1)
+//!   ([`RateSummary::p_increase_above`], a release gate's question) by adaptive Gauss-Kronrod
+//!   quadrature (G7/K15) of `f_baseline(x) * S_candidate(x + margin)` over the baseline's
+//!   support, split where the candidate's survival function leaves 1 and reaches 0; each piece is
+//!   refined until the Gauss-Kronrod error estimate is below 1e-12 in all. At margin 0 it equals
+//!   the closed form within 1e-10; against Monte-Carlo it agrees within sampling error.
+//! - the HDI of one group's rate ([`RateSummary::baseline_hdi`], [`RateSummary::candidate_hdi`]):
+//!   the narrowest interval of Beta(1 + k, 1 + n - k) with the requested mass (from 0 when
+//!   `k = 0`, up to 1 when `k = n`), by golden-section search on the lower tail mass.
 
 use crate::error::{Error, Group, Result};
 use statrs::distribution::{Beta, Continuous, ContinuousCDF};
@@ -235,4 +244,312 @@ fn diff_hdi(a1: f64, b1: f64, a2: f64, b2: f64, prob: f64) -> (f64, f64) {
     let t = 0.5 * (lo + hi);
     let t = if width(t) <= best_w { t } else { best };
     (quant(t), quant(t + prob))
+}
+
+impl RateSummary {
+    /// `P(rate_candidate - rate_baseline > margin)` under the two Beta(1, 1)-Binomial
+    /// posteriors, for `margin` in (-1, 1) (proportion units: 0.01 is one percentage point).
+    /// At `margin = 0` this is [`RateSummary::p_candidate_higher`]. Numeric integration, accurate
+    /// to about 1e-10 (see the module docs).
+    pub fn p_increase_above(&self, margin: f64) -> Result<f64> {
+        if !(margin.is_finite() && margin > -1.0 && margin < 1.0) {
+            return Err(Error::InvalidParam {
+                name: "margin",
+                reason: format!("{margin} is not in (-1, 1)"),
+            });
+        }
+        let (a1, b1) = posterior(self.k_baseline, self.n_baseline);
+        let (a2, b2) = posterior(self.k_candidate, self.n_candidate);
+        Ok(prob_diff_above(a1, b1, a2, b2, margin))
+    }
+
+    /// The HDI of the baseline's rate posterior, Beta(1 + k, 1 + n - k), with mass `prob` in
+    /// (0, 1).
+    pub fn baseline_hdi(&self, prob: f64) -> Result<(f64, f64)> {
+        check_prob(prob)?;
+        let (a, b) = posterior(self.k_baseline, self.n_baseline);
+        Ok(beta_hdi(a, b, prob))
+    }
+
+    /// The HDI of the candidate's rate posterior, Beta(1 + k, 1 + n - k), with mass `prob` in
+    /// (0, 1).
+    pub fn candidate_hdi(&self, prob: f64) -> Result<(f64, f64)> {
+        check_prob(prob)?;
+        let (a, b) = posterior(self.k_candidate, self.n_candidate);
+        Ok(beta_hdi(a, b, prob))
+    }
+}
+
+fn check_prob(prob: f64) -> Result<()> {
+    if !(prob > 0.0 && prob < 1.0) {
+        return Err(Error::InvalidParam {
+            name: "hdi_prob",
+            reason: format!("{prob} is not in (0, 1)"),
+        });
+    }
+    Ok(())
+}
+
+/// The Beta(1, 1)-Binomial posterior's parameters for `k` of `n`.
+fn posterior(k: u64, n: u64) -> (f64, f64) {
+    (1.0 + k as f64, 1.0 + (n - k) as f64)
+}
+
+/// The narrowest interval of mass `prob` of Beta(a, b), `a, b >= 1`, not both 1.
+fn beta_hdi(a: f64, b: f64, prob: f64) -> (f64, f64) {
+    let d = Beta::new(a, b).expect("a, b >= 1");
+    // Monotone densities: the HDI starts at the mode.
+    if a <= 1.0 && b > 1.0 {
+        return (0.0, d.inverse_cdf(prob));
+    }
+    if b <= 1.0 && a > 1.0 {
+        return (d.inverse_cdf(1.0 - prob), 1.0);
+    }
+    let width = |t: f64| d.inverse_cdf(t + prob) - d.inverse_cdf(t);
+    // Unimodal density: the width is unimodal in the lower tail mass t.
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut lo, mut hi) = (0.0, 1.0 - prob);
+    for _ in 0..100 {
+        let x1 = hi - g * (hi - lo);
+        let x2 = lo + g * (hi - lo);
+        if width(x1) <= width(x2) {
+            hi = x2;
+        } else {
+            lo = x1;
+        }
+    }
+    let t = 0.5 * (lo + hi);
+    (d.inverse_cdf(t), d.inverse_cdf(t + prob))
+}
+
+/// `P(X2 - X1 > margin)` for `X1 ~ Beta(a1, b1)` (baseline), `X2 ~ Beta(a2, b2)` (candidate):
+/// `F1(A) + integral over [A, B] of f1(x) S2(x + margin) dx`, where below `A` (the candidate's
+/// lower quantile 1e-15 minus the margin) `S2 = 1` and above `B` (its upper quantile minus the
+/// margin) `S2 = 0`, to 1e-15.
+fn prob_diff_above(a1: f64, b1: f64, a2: f64, b2: f64, margin: f64) -> f64 {
+    let d1 = Beta::new(a1, b1).expect("a, b >= 1");
+    let d2 = Beta::new(a2, b2).expect("a, b >= 1");
+    let support = |d: &Beta| {
+        let (lo, hi) = (d.inverse_cdf(1e-15), d.inverse_cdf(1.0 - 1e-15));
+        // A density with its mode at a bound (k = 0 or k = n) starts right there.
+        let lo = if d.shape_a() <= 1.0 { 0.0 } else { lo };
+        let hi = if d.shape_b() <= 1.0 { 1.0 } else { hi };
+        (lo.max(0.0), hi.min(1.0))
+    };
+    let (lo1, hi1) = support(&d1);
+    let (lo2, hi2) = support(&d2);
+    let a = (lo2 - margin).clamp(lo1, hi1);
+    let b = (hi2 - margin).clamp(lo1, hi1);
+    let below = if a <= lo1 { 0.0 } else { d1.cdf(a) };
+    if b <= a {
+        return below.clamp(0.0, 1.0);
+    }
+    let f = |x: f64| {
+        let y = x + margin;
+        let s = if y <= 0.0 {
+            1.0
+        } else if y >= 1.0 {
+            0.0
+        } else {
+            d2.sf(y)
+        };
+        let p = d1.pdf(x);
+        if p.is_finite() { p * s } else { 0.0 }
+    };
+    // Start from 16 pieces so that no feature narrower than the interval is stepped over.
+    let pieces = 16;
+    let tol = 1e-12 / pieces as f64;
+    let h = (b - a) / pieces as f64;
+    let inside: f64 = (0..pieces)
+        .map(|i| {
+            let (x0, x1) = (
+                a + i as f64 * h,
+                if i + 1 == pieces {
+                    b
+                } else {
+                    a + (i + 1) as f64 * h
+                },
+            );
+            adaptive_gk(&f, x0, x1, tol, 40)
+        })
+        .sum();
+    (below + inside).clamp(0.0, 1.0)
+}
+
+/// Gauss-Kronrod 7/15 nodes (the positive half; the last is 0) and weights (QUADPACK's qk15).
+const XGK: [f64; 8] = [
+    0.991_455_371_120_812_6,
+    0.949_107_912_342_758_5,
+    0.864_864_423_359_769_1,
+    0.741_531_185_599_394_4,
+    0.586_087_235_467_691_1,
+    0.405_845_151_377_397_2,
+    0.207_784_955_007_898_5,
+    0.0,
+];
+const WGK: [f64; 8] = [
+    0.022_935_322_010_529_22,
+    0.063_092_092_629_978_55,
+    0.104_790_010_322_250_18,
+    0.140_653_259_715_525_92,
+    0.169_004_726_639_267_9,
+    0.190_350_578_064_785_4,
+    0.204_432_940_075_298_9,
+    0.209_482_141_084_727_83,
+];
+/// The 7-point Gauss weights, for the Kronrod nodes 1, 3, 5 and 7 (0).
+const WG: [f64; 4] = [
+    0.129_484_966_168_869_7,
+    0.279_705_391_489_276_7,
+    0.381_830_050_505_118_9,
+    0.417_959_183_673_469_4,
+];
+
+/// The K15 estimate of the integral over [a, b] and |K15 - G7|.
+fn gk15(f: &impl Fn(f64) -> f64, a: f64, b: f64) -> (f64, f64) {
+    let c = 0.5 * (a + b);
+    let r = 0.5 * (b - a);
+    let fc = f(c);
+    let mut k = WGK[7] * fc;
+    let mut g = WG[3] * fc;
+    for j in 0..7 {
+        let x = r * XGK[j];
+        let s = f(c - x) + f(c + x);
+        k += WGK[j] * s;
+        if j % 2 == 1 {
+            g += WG[j / 2] * s;
+        }
+    }
+    (k * r, (k - g).abs() * r)
+}
+
+/// Bisects until each piece's Gauss-Kronrod error estimate is below its share of `tol`.
+fn adaptive_gk(f: &impl Fn(f64) -> f64, a: f64, b: f64, tol: f64, depth: u32) -> f64 {
+    let (k, err) = gk15(f, a, b);
+    if err <= tol || depth == 0 {
+        return k;
+    }
+    let m = 0.5 * (a + b);
+    adaptive_gk(f, a, m, 0.5 * tol, depth - 1) + adaptive_gk(f, m, b, 0.5 * tol, depth - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand_distr::Distribution;
+
+    /// Monte-Carlo `P(X_c - X_b > margin)` from `n` paired draws of the two posteriors.
+    fn monte_carlo(s: &RateSummary, margin: f64, n: usize, seed: u64) -> f64 {
+        let (a1, b1) = posterior(s.k_baseline, s.n_baseline);
+        let (a2, b2) = posterior(s.k_candidate, s.n_candidate);
+        let d1 = rand_distr::Beta::new(a1, b1).unwrap();
+        let d2 = rand_distr::Beta::new(a2, b2).unwrap();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let hits = (0..n)
+            .filter(|_| d2.sample(&mut rng) - d1.sample(&mut rng) > margin)
+            .count();
+        hits as f64 / n as f64
+    }
+
+    const CASES: [(u64, u64, u64, u64); 8] = [
+        (10, 200, 20, 200),
+        (0, 100, 0, 100),
+        (0, 50, 3, 40),
+        (29, 2400, 35, 2400),
+        (5, 5, 4, 9),
+        (3, 1000, 0, 20),
+        (120, 400, 100, 2400),
+        (1, 1, 0, 1),
+    ];
+
+    #[test]
+    fn margin_zero_is_the_closed_form() {
+        for (kb, nb, kc, nc) in CASES {
+            let s = compare_rates(kb, nb, kc, nc, 0.95).unwrap();
+            let p = s.p_increase_above(0.0).unwrap();
+            assert!(
+                (p - s.p_candidate_higher).abs() < 1e-10,
+                "{kb}/{nb} vs {kc}/{nc}: {p} vs {}",
+                s.p_candidate_higher
+            );
+        }
+    }
+
+    #[test]
+    fn agrees_with_monte_carlo_at_several_margins() {
+        let n = 400_000;
+        for (i, (kb, nb, kc, nc)) in CASES.into_iter().enumerate() {
+            let s = compare_rates(kb, nb, kc, nc, 0.95).unwrap();
+            for (j, margin) in [-0.05, -0.01, 0.005, 0.01, 0.03, 0.2]
+                .into_iter()
+                .enumerate()
+            {
+                let p = s.p_increase_above(margin).unwrap();
+                let mc = monte_carlo(&s, margin, n, (10 * i + j) as u64);
+                // Five standard errors of the Monte-Carlo estimate (and a floor for p near 0/1).
+                let se = (p * (1.0 - p) / n as f64).sqrt().max(1.0 / n as f64);
+                assert!(
+                    (p - mc).abs() < 5.0 * se,
+                    "{kb}/{nb} vs {kc}/{nc} margin {margin}: {p} vs MC {mc}"
+                );
+                assert!((0.0..=1.0).contains(&p));
+            }
+        }
+    }
+
+    #[test]
+    fn decreases_with_the_margin_and_has_the_right_limits() {
+        let s = compare_rates(12, 400, 20, 400, 0.95).unwrap();
+        let ps: Vec<f64> = [-0.99, -0.5, -0.05, 0.0, 0.01, 0.02, 0.05, 0.5, 0.99]
+            .iter()
+            .map(|&m| s.p_increase_above(m).unwrap())
+            .collect();
+        assert!(ps.windows(2).all(|w| w[0] >= w[1]), "{ps:?}");
+        assert!((ps[0] - 1.0).abs() < 1e-12 && ps[8] < 1e-12, "{ps:?}");
+        // Swapping the groups: P(c - b > m) = 1 - P(b - c > -m) (continuous).
+        let swapped = compare_rates(20, 400, 12, 400, 0.95).unwrap();
+        for m in [-0.03, 0.0, 0.01, 0.025] {
+            let p = s.p_increase_above(m).unwrap();
+            let q = swapped.p_increase_above(-m).unwrap();
+            assert!((p + q - 1.0).abs() < 1e-9, "margin {m}: {p} + {q}");
+        }
+    }
+
+    #[test]
+    fn bad_margins_are_typed_errors() {
+        let s = compare_rates(1, 10, 2, 10, 0.95).unwrap();
+        for m in [-1.0, 1.0, 2.0, f64::NAN, f64::INFINITY] {
+            let e = s.p_increase_above(m).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidParam { name: "margin", .. }),
+                "{e}"
+            );
+            assert!(e.is_bad_input());
+        }
+        assert!(s.baseline_hdi(1.0).is_err() && s.candidate_hdi(0.0).is_err());
+    }
+
+    #[test]
+    fn single_rate_hdis_hold_their_mass_and_are_narrowest() {
+        for (k, n) in [(0u64, 50u64), (50, 50), (7, 100), (30, 2400), (1, 3)] {
+            let s = compare_rates(k, n, k, n, 0.95).unwrap();
+            let (lo, hi) = s.baseline_hdi(0.95).unwrap();
+            assert_eq!((lo, hi), s.candidate_hdi(0.95).unwrap());
+            let (a, b) = posterior(k, n);
+            let d = Beta::new(a, b).unwrap();
+            assert!(((d.cdf(hi) - d.cdf(lo)) - 0.95).abs() < 1e-9, "{k}/{n}");
+            assert!(lo <= k as f64 / n as f64 && k as f64 / n as f64 <= hi);
+            if k == 0 {
+                assert_eq!(lo, 0.0);
+            } else if k == n {
+                assert_eq!(hi, 1.0);
+            } else {
+                // At the HDI's ends the density is the same (the narrowest interval).
+                let (fl, fh) = (d.pdf(lo), d.pdf(hi));
+                assert!((fl - fh).abs() < 1e-4 * fl.max(fh), "{k}/{n}: {fl} vs {fh}");
+            }
+        }
+    }
 }
