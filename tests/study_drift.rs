@@ -1,6 +1,7 @@
-//! Drift sources and bad drift sections: a checkpoint directory in HF Trainer's layout read as a
-//! drift source and run end to end; a drift model that is not fine-tuned and an empty checkpoint
-//! directory are bad input naming the study file's line (exit code 2).
+//! Drift sources and bad drift sections: a checkpoint directory in HF Trainer's layout and the
+//! revisions of a hub adapter repo (in an offline cache) read as drift sources and run end to
+//! end; a drift model that is not fine-tuned and an empty checkpoint directory are bad input
+//! naming the study file's line (exit code 2).
 
 mod common;
 
@@ -196,4 +197,59 @@ fn unknown_references_and_missing_base_are_bad_input() {
     let text = study_text(&ckpts).replace("base = \"llama-instruct\"\n", "");
     let (e, _) = load_err(tmp.path(), &text);
     assert!(e.contains("needs `base"), "{e}");
+}
+
+#[test]
+fn revisions_of_a_hub_adapter_repo_are_a_drift_source() {
+    use toxdrift::hub_source::{HubRepo, layout};
+    let tmp = tempfile::tempdir().unwrap();
+    // An adapter repo in a Hugging Face cache (offline), tagged at two training steps.
+    let cache = tmp.path().join("hf/hub");
+    let repo = HubRepo::model("me/tiny-adapter").unwrap();
+    let lora = root().join("tests/fixtures/gen/llama-lora");
+    for (tag, commit) in [
+        ("step-200", "1111111111111111111111111111111111111111"),
+        ("step-400", "2222222222222222222222222222222222222222"),
+    ] {
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            layout::put_file(&cache, &repo, commit, f, &lora.join(f)).unwrap();
+        }
+        layout::set_ref(&cache, &repo, tag, commit).unwrap();
+    }
+    let text = study_text(Path::new("/unused")).replace(
+        r#"checkpoints = { path = "/unused" }"#,
+        r#"checkpoints = { hub = "me/tiny-adapter", revisions = ["step-200", "step-400"] }"#,
+    );
+    assert!(text.contains("revisions"), "{text}");
+    let file = tmp.path().join("study.toml");
+    std::fs::write(&file, &text).unwrap();
+    let study = Study::load(&file, None).unwrap();
+    let d = &study.drifts[0];
+    assert_eq!(d.source, DriftSource::Revisions("me/tiny-adapter".into()));
+    let steps: Vec<usize> = d.points.iter().map(|p| p.step).collect();
+    assert_eq!(
+        steps,
+        [200, 400],
+        "the step is the revision's trailing number"
+    );
+
+    let out = tmp.path().join("out");
+    let o = toxdrift()
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Report =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let d = &report.drift[0];
+    assert_eq!(d.points.len(), 2);
+    assert_eq!(d.points[0].step, 200);
+    // The same adapter at both revisions: the same rates.
+    assert_eq!(d.points[0].rates, d.points[1].rates);
 }
