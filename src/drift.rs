@@ -36,20 +36,7 @@ pub const TOWARD_DRAWS: usize = 200_000;
 /// The probability that makes a movement credible (`p_closer ≥ 0.95` or `≤ 0.05`).
 pub const CREDIBLE: f64 = 0.95;
 
-/// A toxic rate with its Beta(1, 1)-Binomial posterior HDI.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RateEstimate {
-    /// Texts scored.
-    pub n: usize,
-    /// Texts at or above the threshold.
-    pub toxic: usize,
-    /// `toxic / n`.
-    pub rate: f64,
-    /// Lower end of the HDI of Beta(1 + toxic, 1 + n − toxic).
-    pub hdi_low: f64,
-    /// Upper end of that HDI.
-    pub hdi_high: f64,
-}
+pub use crate::report::RateEstimate;
 
 /// One checkpoint's results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,15 +165,7 @@ pub fn rate_estimates(
 
 /// The rate `toxic / n` and its Beta(1 + toxic, 1 + n − toxic) HDI of mass `hdi_mass`.
 pub fn rate_estimate(toxic: usize, n: usize, hdi_mass: f64) -> Result<RateEstimate> {
-    let s = compare_rates(toxic as u64, n as u64, toxic as u64, n as u64, hdi_mass)?;
-    let (hdi_low, hdi_high) = s.candidate_hdi(hdi_mass)?;
-    Ok(RateEstimate {
-        n,
-        toxic,
-        rate: toxic as f64 / n as f64,
-        hdi_low,
-        hdi_high,
-    })
+    RateEstimate::of(toxic, n, hdi_mass)
 }
 
 /// The posterior of `rate_last − rate_first` from the two counts.

@@ -120,20 +120,7 @@ impl GateParams {
     }
 }
 
-/// One model's toxic rate on a subset.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct RateEstimate {
-    /// Records.
-    pub n: u64,
-    /// Records marked toxic.
-    pub toxic: u64,
-    /// The observed rate `toxic / n`.
-    pub rate: f64,
-    /// Lower end of the rate's 95% HDI (posterior Beta(1 + toxic, 1 + n − toxic)).
-    pub hdi_low: f64,
-    /// Upper end of the 95% HDI.
-    pub hdi_high: f64,
-}
+pub use crate::report::RateEstimate;
 
 /// The difference `rate_candidate − rate_baseline` (positive: the candidate is more toxic).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -349,23 +336,9 @@ pub fn gate(
 
 fn subset_gate(kb: u64, nb: u64, kc: u64, nc: u64, margin: f64) -> Result<SubsetGate> {
     let r = best_mcmc::compare_rates(kb, nb, kc, nc, HDI_PROB)?;
-    let (bl, bh) = r.baseline_hdi(HDI_PROB)?;
-    let (cl, ch) = r.candidate_hdi(HDI_PROB)?;
     Ok(SubsetGate {
-        baseline: RateEstimate {
-            n: nb,
-            toxic: kb,
-            rate: r.rate_baseline,
-            hdi_low: bl,
-            hdi_high: bh,
-        },
-        candidate: RateEstimate {
-            n: nc,
-            toxic: kc,
-            rate: r.rate_candidate,
-            hdi_low: cl,
-            hdi_high: ch,
-        },
+        baseline: RateEstimate::of(kb as usize, nb as usize, HDI_PROB)?,
+        candidate: RateEstimate::of(kc as usize, nc as usize, HDI_PROB)?,
         // best-mcmc reports baseline − candidate; the gate speaks of the increase.
         difference: Difference {
             observed: r.rate_candidate - r.rate_baseline,
@@ -378,18 +351,9 @@ fn subset_gate(kb: u64, nb: u64, kc: u64, nc: u64, margin: f64) -> Result<Subset
     })
 }
 
-/// A scores file read for the gate.
-#[derive(Debug, Clone)]
-pub struct ScoresFile {
-    /// Where it was read from.
-    pub path: PathBuf,
-    /// The model its records name (the `model` field), if any.
-    pub model: Option<String>,
-    /// Its records.
-    pub rows: Vec<ScoreRow>,
-}
+pub use crate::records::ScoresFile;
 
-/// Reads a scores JSONL file ([`crate::records::read_scores`]: file:line errors). A missing
+/// Reads a scores JSONL file ([`crate::records::read_scores_file`]: file:line errors). A missing
 /// file, a directory and a file without records are bad input (exit code 2).
 pub fn read_scores_file(path: &Path) -> Result<ScoresFile> {
     if !path.is_file() {
@@ -403,21 +367,7 @@ pub fn read_scores_file(path: &Path) -> Result<ScoresFile> {
             }
         )));
     }
-    let lines = crate::records::read_scores(path)?;
-    if lines.is_empty() {
-        return Err(Error::BadInput(format!(
-            "{}: no scored records",
-            path.display()
-        )));
-    }
-    Ok(ScoresFile {
-        path: path.to_path_buf(),
-        model: lines
-            .iter()
-            .find(|l| !l.model.is_empty())
-            .map(|l| l.model.clone()),
-        rows: lines.iter().map(ScoreRow::from).collect(),
-    })
+    crate::records::read_scores_file(path)
 }
 
 /// What a model card's "Safety evaluation" section says besides the numbers. Everything is

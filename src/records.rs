@@ -259,6 +259,38 @@ pub fn read_scores(path: &Path) -> Result<Vec<ScoreLine>> {
     Ok(out)
 }
 
+/// A scores file read whole: its records as the report and the comparisons need them, and the
+/// model it names.
+#[derive(Debug, Clone)]
+pub struct ScoresFile {
+    /// Where it was read from.
+    pub path: std::path::PathBuf,
+    /// The model its records name (the first non-empty `model` field), if any.
+    pub model: Option<String>,
+    /// Its records.
+    pub rows: Vec<crate::report::ScoreRow>,
+}
+
+/// Reads a scores file with [`read_scores`] (file:line errors); a file without records is bad
+/// input.
+pub fn read_scores_file(path: &Path) -> Result<ScoresFile> {
+    let lines = read_scores(path)?;
+    if lines.is_empty() {
+        return Err(Error::BadInput(format!(
+            "{}: no scored records",
+            path.display()
+        )));
+    }
+    Ok(ScoresFile {
+        path: path.to_path_buf(),
+        model: lines
+            .iter()
+            .find(|l| !l.model.is_empty())
+            .map(|l| l.model.clone()),
+        rows: lines.iter().map(crate::report::ScoreRow::from).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

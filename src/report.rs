@@ -68,6 +68,36 @@ pub struct ToxicRates {
     pub subsets: BTreeMap<String, Count>,
 }
 
+/// One model's toxic rate with the HDI of its Beta(1, 1)-Binomial posterior
+/// Beta(1 + toxic, 1 + n − toxic): what the drift points and the gate report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateEstimate {
+    /// Texts scored.
+    pub n: usize,
+    /// Texts at or above the threshold.
+    pub toxic: usize,
+    /// `toxic / n`.
+    pub rate: f64,
+    /// Lower end of the HDI.
+    pub hdi_low: f64,
+    /// Upper end of the HDI.
+    pub hdi_high: f64,
+}
+
+impl RateEstimate {
+    /// `toxic` of `n` (`n >= 1`), with the HDI of mass `hdi_mass` in (0, 1).
+    pub fn of(toxic: usize, n: usize, hdi_mass: f64) -> Result<Self> {
+        let (hdi_low, hdi_high) = best_mcmc::rate_hdi(toxic as u64, n as u64, hdi_mass)?;
+        Ok(RateEstimate {
+            n,
+            toxic,
+            rate: toxic as f64 / n as f64,
+            hdi_low,
+            hdi_high,
+        })
+    }
+}
+
 /// Counts toxic rows per subset and in total.
 pub fn toxic_rates(rows: &[ScoreRow]) -> ToxicRates {
     let mut r = ToxicRates::default();

@@ -47,26 +47,16 @@ pub struct Args {
     pub draws_dir: Option<PathBuf>,
 }
 
-/// Reads a scores file (file:line errors from [`toxdrift::records::read_scores`]): its rows, the
-/// first model name it names, and its side of the comparison document.
+/// Reads a scores file (file:line errors; no records is bad input): its rows and its side of the
+/// comparison document.
 fn read_scores(path: &Path) -> Result<(Vec<ScoreRow>, CompareSide)> {
-    let lines = toxdrift::records::read_scores(path)?;
-    if lines.is_empty() {
-        return Err(Error::BadInput(format!(
-            "{}: no scored records",
-            path.display()
-        )));
-    }
-    let model = lines
-        .iter()
-        .find(|l| !l.model.is_empty())
-        .map(|l| l.model.clone());
+    let file = toxdrift::records::read_scores_file(path)?;
     let side = CompareSide {
         path: Some(path.display().to_string()),
-        model,
-        n: lines.len(),
+        model: file.model,
+        n: file.rows.len(),
     };
-    Ok((lines.iter().map(ScoreRow::from).collect(), side))
+    Ok((file.rows, side))
 }
 
 /// Runs the subcommand.
@@ -106,14 +96,8 @@ pub fn run(args: Args) -> Result<()> {
         bar.set_message(name.to_string());
     });
     bar.finish_and_clear();
-    let Compared { doc, fits } = compared.map_err(|e| match e {
-        Error::BadInput(m) => Error::BadInput(format!(
-            "{} vs {}: {m}",
-            args.baseline.display(),
-            args.candidate.display()
-        )),
-        e => e,
-    })?;
+    let Compared { doc, fits } =
+        compared.map_err(|e| super::name_pair(e, &args.baseline, &args.candidate))?;
     if let Some(dir) = &args.draws_dir {
         for (name, fit) in &fits {
             let mut buf = Vec::new();

@@ -112,14 +112,8 @@ pub fn run(args: Args) -> Result<GateVerdict> {
     params.check()?;
     let base = read_scores_file(&args.baseline)?;
     let cand = read_scores_file(&args.candidate)?;
-    let verdict = gate(&base.rows, &cand.rows, &params).map_err(|e| match e {
-        Error::BadInput(m) => Error::BadInput(format!(
-            "{} vs {}: {m}",
-            args.baseline.display(),
-            args.candidate.display()
-        )),
-        e => e,
-    })?;
+    let verdict = gate(&base.rows, &cand.rows, &params)
+        .map_err(|e| super::name_pair(e, &args.baseline, &args.candidate))?;
     for w in &verdict.warnings {
         tracing::warn!("{w}");
     }

@@ -70,4 +70,4 @@ pub use best::{
 pub use diagnostics::Diagnostics;
 pub use error::{Error, Group, Result};
 pub use model::{BestModel, DIM, PARAM_NAMES, PriorParams, Priors, SigmaPrior};
-pub use rates::{RateDiff, RateSummary, compare_rates, prob_beta_greater};
+pub use rates::{RateDiff, RateSummary, compare_rates, prob_beta_greater, rate_hdi};

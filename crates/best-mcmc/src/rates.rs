@@ -227,21 +227,12 @@ fn diff_hdi(a1: f64, b1: f64, a2: f64, b2: f64, prob: f64) -> (f64, f64) {
             best = t;
         }
     }
-    let (mut lo, mut hi) = (
+    let t = golden_min(
+        &width,
         (best - tail / steps as f64).max(0.0),
         (best + tail / steps as f64).min(tail),
+        80,
     );
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    for _ in 0..80 {
-        let x1 = hi - g * (hi - lo);
-        let x2 = lo + g * (hi - lo);
-        if width(x1) <= width(x2) {
-            hi = x2;
-        } else {
-            lo = x1;
-        }
-    }
-    let t = 0.5 * (lo + hi);
     let t = if width(t) <= best_w { t } else { best };
     (quant(t), quant(t + prob))
 }
@@ -266,18 +257,23 @@ impl RateSummary {
     /// The HDI of the baseline's rate posterior, Beta(1 + k, 1 + n - k), with mass `prob` in
     /// (0, 1).
     pub fn baseline_hdi(&self, prob: f64) -> Result<(f64, f64)> {
-        check_prob(prob)?;
-        let (a, b) = posterior(self.k_baseline, self.n_baseline);
-        Ok(beta_hdi(a, b, prob))
+        rate_hdi(self.k_baseline, self.n_baseline, prob)
     }
 
     /// The HDI of the candidate's rate posterior, Beta(1 + k, 1 + n - k), with mass `prob` in
     /// (0, 1).
     pub fn candidate_hdi(&self, prob: f64) -> Result<(f64, f64)> {
-        check_prob(prob)?;
-        let (a, b) = posterior(self.k_candidate, self.n_candidate);
-        Ok(beta_hdi(a, b, prob))
+        rate_hdi(self.k_candidate, self.n_candidate, prob)
     }
+}
+
+/// The HDI, with mass `prob` in (0, 1), of one toxic rate's posterior Beta(1 + k, 1 + n - k)
+/// (`k` toxic of `n`, `n >= 1`).
+pub fn rate_hdi(k: u64, n: u64, prob: f64) -> Result<(f64, f64)> {
+    check_count(Group::Candidate, k, n)?;
+    check_prob(prob)?;
+    let (a, b) = posterior(k, n);
+    Ok(beta_hdi(a, b, prob))
 }
 
 fn check_prob(prob: f64) -> Result<()> {
@@ -307,19 +303,24 @@ fn beta_hdi(a: f64, b: f64, prob: f64) -> (f64, f64) {
     }
     let width = |t: f64| d.inverse_cdf(t + prob) - d.inverse_cdf(t);
     // Unimodal density: the width is unimodal in the lower tail mass t.
+    let t = golden_min(&width, 0.0, 1.0 - prob, 100);
+    (d.inverse_cdf(t), d.inverse_cdf(t + prob))
+}
+
+/// The minimiser of a unimodal `f` on `[lo, hi]` by `iters` steps of golden-section search
+/// (the midpoint of the last bracket).
+fn golden_min(f: &dyn Fn(f64) -> f64, mut lo: f64, mut hi: f64, iters: usize) -> f64 {
     let g = (5f64.sqrt() - 1.0) / 2.0;
-    let (mut lo, mut hi) = (0.0, 1.0 - prob);
-    for _ in 0..100 {
+    for _ in 0..iters {
         let x1 = hi - g * (hi - lo);
         let x2 = lo + g * (hi - lo);
-        if width(x1) <= width(x2) {
+        if f(x1) <= f(x2) {
             hi = x2;
         } else {
             lo = x1;
         }
     }
-    let t = 0.5 * (lo + hi);
-    (d.inverse_cdf(t), d.inverse_cdf(t + prob))
+    0.5 * (lo + hi)
 }
 
 /// `P(X2 - X1 > margin)` for `X1 ~ Beta(a1, b1)` (baseline), `X2 ~ Beta(a2, b2)` (candidate):
