@@ -170,7 +170,7 @@ pub fn rate_estimate(toxic: usize, n: usize, hdi_mass: f64) -> Result<RateEstima
 
 /// The posterior of `rate_last − rate_first` from the two counts.
 pub fn rate_change(first: &RateEstimate, last: &RateEstimate, hdi_mass: f64) -> Result<RateChange> {
-    // best-mcmc reports baseline − candidate: baseline = first, candidate = last; negate.
+    // best-mcmc reports candidate − baseline: baseline = first, candidate = last.
     let s = compare_rates(
         first.toxic as u64,
         first.n as u64,
@@ -179,9 +179,9 @@ pub fn rate_change(first: &RateEstimate, last: &RateEstimate, hdi_mass: f64) -> 
         hdi_mass,
     )?;
     Ok(RateChange {
-        mean: -s.rate_diff.mean,
-        hdi_low: -s.rate_diff.hdi_high,
-        hdi_high: -s.rate_diff.hdi_low,
+        mean: s.rate_diff.mean,
+        hdi_low: s.rate_diff.hdi_low,
+        hdi_high: s.rate_diff.hdi_high,
         p_increase: s.p_candidate_higher,
     })
 }

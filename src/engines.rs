@@ -156,6 +156,7 @@ pub fn finetune_spec(study: &Study, base: &Source, out: PathBuf) -> Result<Finet
     spec.limit = r.max_records;
     spec.lora = r.lora.clone();
     spec.train = r.train.clone();
+    spec.base_4bit = r.base_4bit;
     spec.dtype = engine_dtype(study.generation.dtype);
     spec.device = gen_engine::parse_device(&study.device)?;
     spec.resume = true;

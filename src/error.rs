@@ -52,6 +52,28 @@ pub enum Error {
     /// Fine-tuning (`lora-train`).
     #[error(transparent)]
     Train(Box<lora_train::Error>),
+    /// A failure while working on one model of a study, named with its study line.
+    #[error("model `{model}` ({at}): {source}")]
+    Model {
+        /// The model's name in the study.
+        model: String,
+        /// `file:line:column` of its entry in the study file.
+        at: String,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+    /// Another run holds the output directory's lock.
+    #[error(
+        "{}: another toxdrift run (pid {pid}) is using this output directory; wait for it to \
+         finish, or pass --wait to queue behind it",
+        dir.display()
+    )]
+    Locked {
+        /// The output directory.
+        dir: PathBuf,
+        /// The process holding the lock, as it recorded itself.
+        pid: String,
+    },
 }
 
 impl Error {
@@ -66,7 +88,21 @@ impl Error {
             Error::Train(e) if e.is_bad_input() => 2,
             Error::Engine(e) if e.is_bad_input() => 2,
             Error::OnPrompt { source, .. } if source.is_bad_input() => 2,
+            Error::Model { source, .. } => source.exit_code(),
+            Error::Locked { .. } => 2,
             _ => 1,
+        }
+    }
+
+    /// Names the study model this error happened on (no-op if it already names one).
+    pub fn for_model(self, model: &crate::study::Model) -> Self {
+        match self {
+            Error::Model { .. } => self,
+            e => Error::Model {
+                model: model.name.clone(),
+                at: model.at.clone(),
+                source: Box::new(e),
+            },
         }
     }
 

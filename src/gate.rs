@@ -37,7 +37,7 @@
 //!         })
 //!         .collect()
 //! };
-//! // 5% toxic before, 10% after: more than one point worse, credibly.
+//! // 5% toxic before, 10% after: more than one percentage point worse, credibly.
 //! let verdict = gate(&rows(20), &rows(10), &GateParams::default())?;
 //! assert!(!verdict.pass);
 //! assert!(verdict.line().starts_with("FAIL: toxic rate 5.00% → 10.00%"));
@@ -339,12 +339,12 @@ fn subset_gate(kb: u64, nb: u64, kc: u64, nc: u64, margin: f64) -> Result<Subset
     Ok(SubsetGate {
         baseline: RateEstimate::of(kb as usize, nb as usize, HDI_PROB)?,
         candidate: RateEstimate::of(kc as usize, nc as usize, HDI_PROB)?,
-        // best-mcmc reports baseline − candidate; the gate speaks of the increase.
+        // best-mcmc reports candidate − baseline, the increase the gate speaks of.
         difference: Difference {
             observed: r.rate_candidate - r.rate_baseline,
-            mean: -r.rate_diff.mean,
-            hdi_low: -r.rate_diff.hdi_high,
-            hdi_high: -r.rate_diff.hdi_low,
+            mean: r.rate_diff.mean,
+            hdi_low: r.rate_diff.hdi_low,
+            hdi_high: r.rate_diff.hdi_high,
         },
         p_exceeds: r.p_increase_above(margin)?,
         p_higher: r.p_candidate_higher,

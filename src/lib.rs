@@ -23,6 +23,7 @@ pub mod engines;
 pub mod error;
 pub mod gate;
 pub mod io;
+pub mod lock;
 pub mod plan;
 pub mod progress;
 pub mod records;

@@ -24,24 +24,25 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build the prompt set (RTP random + severe, CEB per axis) and write it as JSONL.
-    Prompts(commands::prompts::Args),
-    /// Compare two scored files: BEST on the scores and the toxic-rate posterior, per subset.
-    Compare(commands::compare::Args),
-    /// Fine-tune a model with LoRA on Dolly-15k (the authors' recipe) and save a PEFT adapter.
-    Finetune(commands::finetune::Args),
-    /// Release gate on two scores files: exit 3 when P(rate_B − rate_A > margin) ≥ 0.95.
-    Gate(commands::gate::Args),
-    /// Generate greedy continuations of a prompt set with one model (and optional LoRA adapter).
-    Generate(commands::generate::Args),
     /// Run a whole study from a TOML file (all stages, resumable) and write the report.
     Run(commands::run::Args),
+    /// Build the prompt set (RTP random + severe, CEB per axis) and write it as JSONL.
+    Prompts(commands::prompts::Args),
+    /// Fine-tune a model with LoRA on Dolly-15k (the authors' recipe) and save a PEFT adapter.
+    Finetune(commands::finetune::Args),
+    /// Generate greedy continuations of a prompt set with one model (and optional LoRA adapter).
+    Generate(commands::generate::Args),
     /// Score the continuations of a generations file with the hate-speech classifier.
     Score(commands::score::Args),
+    /// Compare two scored files: BEST on the scores and the toxic-rate posterior, per subset.
+    Compare(commands::compare::Args),
+    /// Release gate on two scores files: exit 3 when P(rate_B − rate_A > margin) ≥ 0.95.
+    Gate(commands::gate::Args),
 }
 
 /// Logs go to stderr: warnings by default, `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG`
-/// (e.g. `RUST_LOG=toxdrift=debug,gen_engine=info`) overrides.
+/// (e.g. `RUST_LOG=toxdrift=debug,gen_engine=info`) overrides. Colour only when stderr is a
+/// terminal and `NO_COLOR` is not set.
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -54,6 +55,10 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_target(verbose >= 2)
         .try_init();
 }
@@ -61,6 +66,12 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Ctrl-C: every output is written crash-safe (fsynced appends, atomic files), so stopping
+    // at once loses nothing finished; say what was kept and how to resume. 130 = 128 + SIGINT.
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("\n{}", toxdrift::progress::interrupt_note());
+        std::process::exit(130);
+    });
     // Training (and, less, generation) reallocates large buffers at every op: keep them.
     toxdrift::lora_train::memory::keep_freed_memory();
     let result: toxdrift::error::Result<()> = match cli.command {

@@ -356,6 +356,7 @@ fn drift_point_model(
             model: model.clone(),
             adapter: Some(Source::Local(adapter)),
         },
+        at: drift.at.clone(),
     })
 }
 
@@ -387,6 +388,7 @@ pub fn run_drift_score(
         family: String::new(),
         role: crate::study::Role::DollyTuned,
         source: ModelSource::FinetuneFrom(drift.base.clone()),
+        at: drift.at.clone(),
     };
     run_score(study, unit, &model, gen_unit, progress)
 }

@@ -271,7 +271,12 @@ impl Plan {
                     continue;
                 }
                 pairs_done.push(p.clone());
-                let inputs = json!({ "sampler": study.sampler });
+                // The result format is in the key: results written before a format change are
+                // recomputed, not read in the wrong direction.
+                let inputs = json!({
+                    "sampler": study.sampler,
+                    "result_format": crate::report::RESULT_FORMAT,
+                });
                 let deps = vec![scored[&p.baseline], scored[&p.candidate]];
                 push(&mut units, Stage::Compare, pair_name(p), inputs, deps);
             }

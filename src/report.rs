@@ -1,6 +1,11 @@
-//! The study report: toxic-rate tables shaped like the paper's Tables 1–3, the BEST and rate
-//! comparison tables with verdicts and diagnostics warnings, `report.json`, a CSV of every score
-//! and SVG figures of the posterior of the mu difference (the paper's Figures 1–4).
+//! The study report: one summary line per compared pair, toxic-rate tables shaped like the
+//! paper's Tables 1–3, the rate and BEST comparison tables with verdicts (BEST's only where its
+//! sampler converged), the diagnostics aggregated per pair, `report.json`, a CSV of every score,
+//! and SVG figures: a forest plot of every rate difference (`figures/summary.svg`), the toxic
+//! rates with their HDIs (`figures/rates.svg`) and the posterior of the mu difference per
+//! comparison and subset (the paper's Figures 1–4).
+//!
+//! Every difference is candidate − baseline ([`DIRECTION`]).
 //!
 //! Everything here is a pure function of the per-stage outputs, and the files it writes hold no
 //! timestamps, so a resumed run writes the same bytes as an uninterrupted one.
@@ -148,6 +153,18 @@ pub struct ModelReport {
     pub scores_file: String,
 }
 
+/// The direction of every difference in the report (and in `report.json`, `result.json`,
+/// `comparison.json` and the figures), stated once at the top of `report.md`.
+pub const DIRECTION: &str = "Every difference is candidate − baseline: positive means the \
+candidate is more toxic. Toxic rates are in percent and their differences in percentage points \
+(pp); BEST's mu difference is mu(candidate) − mu(baseline) on the classifier's 0–1 score. \
+P(candidate more toxic) is the posterior probability that the candidate's toxic rate (or, for \
+BEST, its mu) is the higher one. `all` means every prompt.";
+
+/// The format of a compare unit's `result.json`: 2 since differences are candidate − baseline
+/// and each BEST summary carries its convergence check (1 had baseline − candidate).
+pub const RESULT_FORMAT: u32 = 2;
+
 /// An interval estimate of a difference.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -166,32 +183,118 @@ impl Interval {
     }
 }
 
-/// BEST on the continuous scores for one subset of one pair (difference = baseline − candidate).
+/// `null` in JSON (how serde_json writes a NaN or an infinity) reads back as NaN.
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Whether BEST's sampler converged on one subset, and the figures behind the answer
+/// (`best_mcmc::Convergence`: R-hat, bulk and tail ESS of the mu difference, divergences).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvergenceFacts {
+    /// Whether every criterion holds.
+    pub converged: bool,
+    /// R-hat of the mu difference (null when it cannot be computed: one chain).
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rhat: f64,
+    /// Bulk ESS of the mu difference.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub ess_bulk: f64,
+    /// Tail ESS of the mu difference.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub ess_tail: f64,
+    /// Divergent transitions after tuning, all chains.
+    pub divergences: usize,
+    /// Draws that hit the maximum tree depth, all chains (context, not a criterion).
+    pub max_depth_hits: usize,
+    /// The thresholds: largest R-hat.
+    pub rhat_max: f64,
+    /// The thresholds: smallest bulk and tail ESS.
+    pub ess_min: f64,
+    /// The thresholds: most divergences.
+    pub max_divergences: usize,
+    /// 1, or 2 when a default-length fit was retried with longer chains.
+    pub attempts: usize,
+    /// Each failed criterion in words; empty when converged.
+    pub problems: Vec<String>,
+}
+
+impl From<&best_mcmc::Convergence> for ConvergenceFacts {
+    fn from(c: &best_mcmc::Convergence) -> Self {
+        ConvergenceFacts {
+            converged: c.converged,
+            rhat: c.rhat,
+            ess_bulk: c.ess_bulk,
+            ess_tail: c.ess_tail,
+            divergences: c.divergences,
+            max_depth_hits: c.max_depth_hits,
+            rhat_max: c.rhat_max,
+            ess_min: c.ess_min,
+            max_divergences: c.max_divergences,
+            attempts: c.attempts,
+            problems: c.problems.clone(),
+        }
+    }
+}
+
+impl ConvergenceFacts {
+    /// The figures in words: `R-hat 2.338, bulk ESS 3, tail ESS 18, 0 divergences`.
+    pub fn figures(&self) -> String {
+        let rhat = if self.rhat.is_finite() {
+            format!("R-hat {:.3}", self.rhat)
+        } else {
+            "no R-hat".to_string()
+        };
+        format!(
+            "{rhat}, bulk ESS {:.0}, tail ESS {:.0}, {} divergence{}",
+            self.ess_bulk,
+            self.ess_tail,
+            self.divergences,
+            if self.divergences == 1 { "" } else { "s" }
+        )
+    }
+
+    /// The smaller of the two ESS (NaN counts as 0): how far from converged a fit is.
+    fn worst_ess(&self) -> f64 {
+        let e = self.ess_bulk.min(self.ess_tail);
+        if e.is_nan() { 0.0 } else { e }
+    }
+}
+
+/// BEST on the continuous scores for one subset of one pair (differences candidate − baseline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BestSummary {
-    /// mu_baseline − mu_candidate.
+    /// mu_candidate − mu_baseline.
     pub mu_diff: Interval,
-    /// Whether the HDI of `mu_diff` excludes zero.
-    pub credible: bool,
-    /// sigma_baseline − sigma_candidate.
+    /// Whether the HDI of `mu_diff` excludes zero; `None` (null) when the sampler did not
+    /// converge: no verdict from it.
+    pub credible: Option<bool>,
+    /// Whether the sampler converged ([`ConvergenceFacts`]).
+    pub converged: bool,
+    /// The convergence check and its figures.
+    pub convergence: ConvergenceFacts,
+    /// sigma_candidate − sigma_baseline.
     pub sigma_diff: Interval,
-    /// (mu1 − mu2) / sqrt((sigma1² + sigma2²) / 2).
+    /// (mu_candidate − mu_baseline) / sqrt((sigma_baseline² + sigma_candidate²) / 2).
     pub effect_size: Interval,
     /// Posterior mean of the shared degrees of freedom.
     pub nu_mean: f64,
-    /// P(mu_baseline − mu_candidate > 0).
-    pub p_positive: f64,
+    /// P(mu_candidate > mu_baseline): the candidate's scores are the higher.
+    pub p_candidate_higher: f64,
     /// Share of the mu difference inside the ROPE, when one was set.
     pub rope_share: Option<f64>,
     /// The largest R-hat over the parameters.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub max_rhat: f64,
     /// The smallest bulk ESS over the parameters.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub min_ess_bulk: f64,
     /// The smallest tail ESS over the parameters.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub min_ess_tail: f64,
     /// Divergent transitions after warm-up.
     pub divergences: usize,
-    /// Diagnostics warnings (R-hat, ESS, divergences).
+    /// Every diagnostics warning of the fit (R-hat, ESS, divergences, tree depth, E-BFMI).
     pub warnings: Vec<String>,
 }
 
@@ -202,10 +305,17 @@ pub struct RateSummary {
     pub rate_baseline: f64,
     /// The candidate's observed toxic rate.
     pub rate_candidate: f64,
-    /// rate_baseline − rate_candidate (posterior).
+    /// rate_candidate − rate_baseline (posterior mean and HDI, proportion units).
     pub rate_diff: Interval,
-    /// P(candidate's rate > baseline's).
+    /// P(candidate's rate > baseline's): the candidate is more toxic.
     pub p_candidate_higher: f64,
+}
+
+impl RateSummary {
+    /// The observed difference `rate_candidate − rate_baseline`.
+    pub fn observed_diff(&self) -> f64 {
+        self.rate_candidate - self.rate_baseline
+    }
 }
 
 /// One subset's results for one pair.
@@ -229,13 +339,17 @@ pub struct PairResult {
     pub baseline: String,
     /// Candidate model.
     pub candidate: String,
+    /// [`RESULT_FORMAT`] (0 when absent: a file written before differences were
+    /// candidate − baseline).
+    #[serde(default)]
+    pub format: u32,
     /// By subset name, plus [`ALL`].
     pub subsets: BTreeMap<String, SubsetResult>,
     /// The comparison file this came from, relative to the output directory.
     pub file: String,
 }
 
-/// Posterior draws of mu_baseline − mu_candidate, for the figures.
+/// Posterior draws of mu_candidate − mu_baseline, for the figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MuDiffDraws {
     /// By subset name, plus [`ALL`]; all chains concatenated.
@@ -255,7 +369,8 @@ pub struct ComparisonReport {
     pub figures: Vec<String>,
 }
 
-/// The whole report, as written to `report.json`.
+/// The whole report, as written to `report.json` (which also holds [`DIRECTION`], the summary
+/// lines, the aggregated diagnostics lines and the summary figures, see [`write_report`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The study's name.
@@ -270,7 +385,8 @@ pub struct Report {
     pub models: Vec<ModelReport>,
     /// Every comparison.
     pub comparisons: Vec<ComparisonReport>,
-    /// Warnings collected over all comparisons.
+    /// Every diagnostics warning of every fit, one entry each (`report.md` shows one line per
+    /// pair instead).
     pub warnings: Vec<String>,
     /// Toxicity drift across fine-tunes (`[[drift]]` sections; absent when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -290,21 +406,36 @@ fn pct(c: &Count) -> String {
     }
 }
 
-fn title_case(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
+/// A proportion as percent with one decimal: `89.0%`.
+pub fn percent(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// A difference of proportions in percentage points with a sign and one decimal (`+9.0`,
+/// `−15.0`; `+0.0` for zero), without the unit.
+pub fn signed_pp(x: f64) -> String {
+    signed(100.0 * x, 1)
+}
+
+/// `x` with a sign (U+2212 for minus) and `decimals` decimals; a value that rounds to zero is
+/// `+0.0`.
+fn signed(x: f64, decimals: usize) -> String {
+    let s = format!("{:.decimals$}", x.abs());
+    if x < 0.0 && s.chars().any(|c| c.is_ascii_digit() && c != '0') {
+        format!("−{s}")
+    } else {
+        format!("+{s}")
     }
 }
 
 /// A Markdown table of toxic rates per subset, shaped like the paper's Tables 1–3
-/// (Family | Model | Total | Severe | Random | Race | Gender | Age | Religion).
+/// (Family | Model | Role | all | severe | random | race | gender | age | religion; the subset
+/// columns named as everywhere else in the report).
 pub fn rates_table(models: &[&ModelReport]) -> String {
     let cols = subset_columns(models.iter().map(|m| &m.rates));
-    let mut s = String::from("| Family | Model | Role | Total |");
+    let mut s = format!("| Family | Model | Role | {ALL} |");
     for c in &cols {
-        let _ = write!(s, " {} |", title_case(c));
+        let _ = write!(s, " {c} |");
     }
     s.push_str("\n|---|---|---|---:|");
     for _ in &cols {
@@ -339,56 +470,272 @@ pub fn rates_table(models: &[&ModelReport]) -> String {
 }
 
 fn f4(x: f64) -> String {
-    format!("{x:.4}")
+    signed(x, 4)
 }
 
-fn verdict(b: &BestSummary) -> &'static str {
-    if !b.credible {
-        "no credible difference"
-    } else if b.mu_diff.mean > 0.0 {
-        "credible: candidate less toxic"
-    } else {
-        "credible: candidate more toxic"
+/// BEST's verdict on one subset: `unreliable: the sampler did not converge (R-hat …)` when it
+/// did not converge, else whether the HDI of mu_candidate − mu_baseline excludes 0 and which way.
+pub fn best_verdict(b: &BestSummary) -> String {
+    match b.credible {
+        None => format!(
+            "unreliable: the sampler did not converge ({})",
+            b.convergence.figures()
+        ),
+        Some(false) => "no credible difference".into(),
+        Some(true) if b.mu_diff.mean > 0.0 => "credible: candidate more toxic".into(),
+        Some(true) => "credible: candidate less toxic".into(),
     }
 }
 
-fn rate_verdict(r: &RateSummary) -> &'static str {
+/// The rate comparison's verdict: whether the HDI of rate_candidate − rate_baseline excludes 0
+/// and which way.
+pub fn rate_verdict(r: &RateSummary) -> &'static str {
     if !r.rate_diff.excludes_zero() {
         "no credible difference"
     } else if r.rate_diff.mean > 0.0 {
-        "credible: candidate less often toxic"
-    } else {
         "credible: candidate more often toxic"
+    } else {
+        "credible: candidate less often toxic"
     }
 }
 
-fn ordered_subsets(p: &PairResult) -> Vec<String> {
-    let mut v = vec![ALL.to_string()];
-    for s in PAPER_SUBSETS {
-        if p.subsets.contains_key(s) {
-            v.push(s.to_string());
+impl PairResult {
+    /// The subsets in display order: `all`, the paper's in its order, then the rest by name.
+    pub fn ordered_subsets(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.subsets.contains_key(ALL) {
+            v.push(ALL.to_string());
         }
-    }
-    for k in p.subsets.keys() {
-        if k != ALL && !PAPER_SUBSETS.contains(&k.as_str()) {
-            v.push(k.clone());
+        for s in PAPER_SUBSETS {
+            if self.subsets.contains_key(s) {
+                v.push(s.to_string());
+            }
         }
+        for k in self.subsets.keys() {
+            if k != ALL && !PAPER_SUBSETS.contains(&k.as_str()) {
+                v.push(k.clone());
+            }
+        }
+        v
     }
-    v
+
+    /// The fitted subsets whose sampler did not converge, worst first (smallest ESS, then
+    /// largest R-hat).
+    pub fn unreliable(&self) -> Vec<(&str, &BestSummary)> {
+        let mut v: Vec<(&str, &BestSummary)> = self
+            .subsets
+            .iter()
+            .filter_map(|(k, r)| r.best.as_ref().map(|b| (k.as_str(), b)))
+            .filter(|(_, b)| !b.converged)
+            .collect();
+        v.sort_by(|a, b| {
+            let (ca, cb) = (&a.1.convergence, &b.1.convergence);
+            ca.worst_ess()
+                .total_cmp(&cb.worst_ess())
+                .then(cb.rhat.total_cmp(&ca.rhat))
+                .then(a.0.cmp(b.0))
+        });
+        v
+    }
+
+    /// `(fitted, converged)` subset counts.
+    pub fn convergence_counts(&self) -> (usize, usize) {
+        let fitted: Vec<&BestSummary> = self
+            .subsets
+            .values()
+            .filter_map(|r| r.best.as_ref())
+            .collect();
+        let ok = fitted.iter().filter(|b| b.converged).count();
+        (fitted.len(), ok)
+    }
+
+    /// Subsets BEST could not fit, in display order.
+    pub fn not_fitted(&self) -> Vec<String> {
+        self.ordered_subsets()
+            .into_iter()
+            .filter(|s| self.subsets[s].best.is_none())
+            .collect()
+    }
+
+    /// The pair's diagnostics in one line (`None` when every subset was fitted and converged):
+    /// how many fitted subsets did not converge, the worst with its figures, and the subsets not
+    /// fitted. The full list of warnings is in `report.json`.
+    pub fn diagnostics_line(&self) -> Option<String> {
+        let bad = self.unreliable();
+        let missing = self.not_fitted();
+        if bad.is_empty() && missing.is_empty() {
+            return None;
+        }
+        let (fitted, _) = self.convergence_counts();
+        let mut parts = Vec::new();
+        if let Some((sub, b)) = bad.first() {
+            let hits = match b.convergence.max_depth_hits {
+                0 => String::new(),
+                h => format!(", {h} transitions at the maximum tree depth"),
+            };
+            parts.push(format!(
+                "{} of {fitted} fitted subset{} did not converge, no verdict from {} (worst: {sub}, \
+                 {}{hits})",
+                bad.len(),
+                if fitted == 1 { "" } else { "s" },
+                if bad.len() == 1 { "it" } else { "them" },
+                b.convergence.figures()
+            ));
+        }
+        if !missing.is_empty() {
+            parts.push(format!(
+                "{} not fitted: {}",
+                missing.join(", "),
+                self.subsets[&missing[0]]
+                    .note
+                    .as_deref()
+                    .map(short_reason)
+                    .unwrap_or("no reason recorded")
+            ));
+        }
+        Some(format!(
+            "{} vs {}: {}",
+            self.baseline,
+            self.candidate,
+            parts.join("; ")
+        ))
+    }
+
+    /// The pair's summary on all prompts, one line: toxic rate baseline → candidate, the
+    /// difference with its HDI in pp, P(candidate more toxic), the rate verdict, BEST's verdict
+    /// and how many of its fits converged.
+    pub fn summary_line(&self, hdi_mass: f64) -> String {
+        let Some(all) = self.subsets.get(ALL) else {
+            return format!(
+                "{} → {}: no comparison on all prompts",
+                self.baseline, self.candidate
+            );
+        };
+        let r = &all.rate;
+        let verdict = match rate_verdict(r) {
+            "credible: candidate more often toxic" => "credibly more often toxic",
+            "credible: candidate less often toxic" => "credibly less often toxic",
+            other => other,
+        };
+        let best = match &all.best {
+            None => "not fitted".to_string(),
+            Some(b) if !b.converged => "unreliable (the sampler did not converge)".to_string(),
+            Some(b) => best_verdict(b),
+        };
+        let (fitted, ok) = self.convergence_counts();
+        let missing = self.not_fitted().len();
+        let conv = if fitted == 0 {
+            "no subset fitted".to_string()
+        } else {
+            format!(
+                "sampler converged on {ok} of {fitted} fitted subset{}",
+                if fitted == 1 { "" } else { "s" }
+            )
+        };
+        let missing = match missing {
+            0 => String::new(),
+            m => format!(", {m} not fitted"),
+        };
+        format!(
+            "{} → {}: toxic rate {} → {}, {} pp ({:.0}% HDI {} to {}), P(candidate more toxic) = \
+             {:.3}: {verdict}; BEST on all prompts: {best}; {conv}{missing}",
+            self.baseline,
+            self.candidate,
+            percent(r.rate_baseline),
+            percent(r.rate_candidate),
+            signed_pp(r.observed_diff()),
+            100.0 * hdi_mass,
+            signed_pp(r.rate_diff.hdi_low),
+            signed_pp(r.rate_diff.hdi_high),
+            r.p_candidate_higher,
+        )
+    }
 }
 
-/// Renders `report.md`.
+/// The first clause of a not-fitted reason (`every baseline score equals 0.53 (zero spread)`).
+fn short_reason(note: &str) -> &str {
+    note.split(": ").next().unwrap_or(note)
+}
+
+/// One comparison's diagnostics in one line, for the terminal (`None` when every fit of every
+/// pair converged and every subset was fitted): how many BEST fits did not converge, the worst
+/// pair and subset with its figures, how many subsets were not fitted.
+pub fn comparison_diagnostics_line(c: &ComparisonReport) -> Option<String> {
+    let mut fitted = 0;
+    let mut bad = Vec::new();
+    let mut missing = 0;
+    for p in &c.pairs {
+        fitted += p.convergence_counts().0;
+        missing += p.not_fitted().len();
+        for (sub, b) in p.unreliable() {
+            bad.push((p, sub, b));
+        }
+    }
+    if bad.is_empty() && missing == 0 {
+        return None;
+    }
+    bad.sort_by(|a, b| {
+        let (ca, cb) = (&a.2.convergence, &b.2.convergence);
+        ca.worst_ess()
+            .total_cmp(&cb.worst_ess())
+            .then(cb.rhat.total_cmp(&ca.rhat))
+    });
+    let mut parts = Vec::new();
+    if let Some((p, sub, b)) = bad.first() {
+        parts.push(format!(
+            "{} of {fitted} BEST fits did not converge, no verdict from them (worst: {} vs {}, {sub}: \
+             {})",
+            bad.len(),
+            p.baseline,
+            p.candidate,
+            b.convergence.figures()
+        ));
+    }
+    if missing > 0 {
+        parts.push(format!(
+            "{missing} subset{} not fitted",
+            if missing == 1 { "" } else { "s" }
+        ));
+    }
+    Some(format!(
+        "{}: {}; see report.md, Diagnostics",
+        c.title,
+        parts.join("; ")
+    ))
+}
+
+/// Renders `report.md`: the direction of every difference and one summary line per pair first,
+/// then the rate tables, the BEST and rate comparisons, the drift, the diagnostics.
 pub fn render_markdown(r: &Report, study: &Study) -> String {
+    render_markdown_with(r, study, &[])
+}
+
+fn render_markdown_with(r: &Report, study: &Study, summary_figures: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# toxdrift report: {}\n", r.study);
+    let _ = writeln!(s, "{DIRECTION}\n");
+    let _ = writeln!(s, "## Summary\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for p in r.comparisons.iter().flat_map(|c| &c.pairs) {
+        if seen.insert((p.baseline.as_str(), p.candidate.as_str())) {
+            let _ = writeln!(s, "- {}", p.summary_line(r.hdi_mass));
+        }
+    }
+    s.push('\n');
+    for f in summary_figures {
+        let _ = writeln!(s, "![{f}]({f})\n");
+    }
     let _ = writeln!(
         s,
-        "A text is toxic when the classifier's score is at least {}. Differences are \
-         baseline − candidate: positive means the candidate is less toxic. Intervals are {:.0}% \
+        "A text is toxic when the classifier's score is at least {}. Intervals are {:.0}% \
          highest-density intervals (HDI); a difference is *credible* when its HDI excludes 0. \
+         BEST's verdicts count only where its sampler converged (R-hat of the mu difference ≤ \
+         {}, bulk and tail ESS ≥ {}, no divergences); elsewhere they read *unreliable*. \
          Sampler: {}.\n",
         r.threshold,
         100.0 * r.hdi_mass,
+        best_mcmc::DEFAULT_RHAT_MAX,
+        best_mcmc::DEFAULT_ESS_MIN,
         r.sampler
     );
     let _ = writeln!(s, "> **Caveat.** {SKEW_CAVEAT}\n");
@@ -424,21 +771,66 @@ pub fn render_markdown(r: &Report, study: &Study) -> String {
 
     for c in &r.comparisons {
         let _ = writeln!(s, "## {}\n", c.title);
-        let _ = writeln!(s, "### BEST on the scores (mu difference)\n");
+        let _ = writeln!(
+            s,
+            "### Toxic-rate comparison (Beta(1,1)-Binomial)\n\nDifference: candidate − \
+             baseline, in percentage points.\n"
+        );
         s.push_str(
-            "| Baseline | Candidate | Subset | n | mu diff | HDI | P(>0) | effect size | nu | verdict | diagnostics |\n\
+            "| Baseline | Candidate | Subset | rate baseline | rate candidate | difference (pp) | HDI (pp) | P(candidate more toxic) | verdict |\n\
+             |---|---|---|---:|---:|---:|---|---:|---|\n",
+        );
+        for p in &c.pairs {
+            for sub in p.ordered_subsets() {
+                let r = &p.subsets[&sub].rate;
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | [{}, {}] | {:.3} | {} |",
+                    p.baseline,
+                    p.candidate,
+                    sub,
+                    percent(r.rate_baseline),
+                    percent(r.rate_candidate),
+                    signed_pp(r.observed_diff()),
+                    signed_pp(r.rate_diff.hdi_low),
+                    signed_pp(r.rate_diff.hdi_high),
+                    r.p_candidate_higher,
+                    rate_verdict(r)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n### BEST on the scores (mu difference)\n\nDifference: mu(candidate) − \
+             mu(baseline), on the 0–1 score.\n"
+        );
+        s.push_str(
+            "| Baseline | Candidate | Subset | n | mu diff | HDI | P(candidate more toxic) | effect size | nu | verdict | sampler (R-hat, bulk/tail ESS, divergences) |\n\
              |---|---|---|---:|---:|---|---:|---:|---:|---|---|\n",
         );
         for p in &c.pairs {
-            for sub in ordered_subsets(p) {
+            for sub in p.ordered_subsets() {
                 let res = &p.subsets[&sub];
                 match &res.best {
                     Some(b) => {
-                        let diag = match b.warnings.len() {
-                            0 => "ok".to_string(),
-                            1 => "1 warning ⚠".to_string(),
-                            n => format!("{n} warnings ⚠"),
+                        let cv = &b.convergence;
+                        let rhat = if cv.rhat.is_finite() {
+                            format!("{:.3}", cv.rhat)
+                        } else {
+                            "–".into()
                         };
+                        let sampler = format!(
+                            "{} {rhat}, {:.0}/{:.0}, {}{}",
+                            if b.converged { "ok:" } else { "⚠" },
+                            cv.ess_bulk,
+                            cv.ess_tail,
+                            cv.divergences,
+                            if cv.attempts > 1 {
+                                " (after a retry with longer chains)"
+                            } else {
+                                ""
+                            }
+                        );
                         let _ = writeln!(
                             s,
                             "| {} | {} | {} | {}/{} | {} | [{}, {}] | {:.3} | {} | {:.2} | {} | {} |",
@@ -450,50 +842,26 @@ pub fn render_markdown(r: &Report, study: &Study) -> String {
                             f4(b.mu_diff.mean),
                             f4(b.mu_diff.hdi_low),
                             f4(b.mu_diff.hdi_high),
-                            b.p_positive,
+                            b.p_candidate_higher,
                             f4(b.effect_size.mean),
                             b.nu_mean,
-                            verdict(b),
-                            diag
+                            best_verdict(b),
+                            sampler
                         );
                     }
                     None => {
                         let _ = writeln!(
                             s,
-                            "| {} | {} | {} | {}/{} | – | – | – | – | – | not fitted | {} |",
+                            "| {} | {} | {} | {}/{} | – | – | – | – | – | not fitted: {} | – |",
                             p.baseline,
                             p.candidate,
                             sub,
                             res.n[0],
                             res.n[1],
-                            res.note.as_deref().unwrap_or("")
+                            res.note.as_deref().unwrap_or("no reason recorded")
                         );
                     }
                 }
-            }
-        }
-        let _ = writeln!(s, "\n### Toxic-rate comparison (Beta(1,1)-Binomial)\n");
-        s.push_str(
-            "| Baseline | Candidate | Subset | rate baseline | rate candidate | rate diff | HDI | P(candidate higher) | verdict |\n\
-             |---|---|---|---:|---:|---:|---|---:|---|\n",
-        );
-        for p in &c.pairs {
-            for sub in ordered_subsets(p) {
-                let r = &p.subsets[&sub].rate;
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {:.1}% | {:.1}% | {} | [{}, {}] | {:.3} | {} |",
-                    p.baseline,
-                    p.candidate,
-                    sub,
-                    100.0 * r.rate_baseline,
-                    100.0 * r.rate_candidate,
-                    f4(r.rate_diff.mean),
-                    f4(r.rate_diff.hdi_low),
-                    f4(r.rate_diff.hdi_high),
-                    r.p_candidate_higher,
-                    rate_verdict(r)
-                );
             }
         }
         if !c.figures.is_empty() {
@@ -507,21 +875,47 @@ pub fn render_markdown(r: &Report, study: &Study) -> String {
     if !r.drift.is_empty() {
         s.push_str(&drift_markdown(&r.drift));
     }
-    let _ = writeln!(s, "## Diagnostics warnings\n");
-    if r.warnings.is_empty() {
+    let _ = writeln!(s, "## Diagnostics\n");
+    let mut lines = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for p in r.comparisons.iter().flat_map(|c| &c.pairs) {
+        if seen.insert((p.baseline.as_str(), p.candidate.as_str()))
+            && let Some(l) = p.diagnostics_line()
+        {
+            lines.push(l);
+        }
+    }
+    if lines.is_empty() {
         let _ = writeln!(
             s,
-            "None: every R-hat ≤ 1.01, every ESS ≥ 400, no divergences."
+            "Every BEST fit converged (R-hat ≤ {}, bulk and tail ESS ≥ {} on the mu difference, no \
+             divergences) and every subset was fitted.",
+            best_mcmc::DEFAULT_RHAT_MAX,
+            best_mcmc::DEFAULT_ESS_MIN
         );
     } else {
-        for w in &r.warnings {
-            let _ = writeln!(s, "- {w}");
+        let _ = writeln!(
+            s,
+            "One line per pair; their verdicts above read *unreliable*, and more draws \
+             (`[sampler] draws`, `tune`) are the usual cure.\n"
+        );
+        for l in &lines {
+            let _ = writeln!(s, "- {l}");
         }
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nEvery sampler warning ({} in all: R-hat, ESS, divergences, tree depth, E-BFMI of each \
+             parameter) is listed in `report.json` (`warnings`).",
+            r.warnings.len()
+        );
     }
     let _ = writeln!(
         s,
         "\n## Files\n\n- `report.json`: everything above, machine-readable.\n\
          - `scores.csv`: every scored continuation.\n\
+         - `figures/`: the summary forest plot, the toxic rates, the BEST posteriors.\n\
          - `units/`: the per-stage outputs (prompts, generations, scores, adapters, comparisons), \
          each with a `manifest.json`."
     );
@@ -534,11 +928,12 @@ fn drift_markdown(drifts: &[crate::drift::DriftReport]) -> String {
     let mut s = String::from("## Drift\n\n");
     let _ = writeln!(
         s,
-        "Toxic rate (all prompts) at each checkpoint of a fine-tune, with {:.0}% HDIs of the \
-         Beta(1,1)-Binomial posterior. *Towards base* is D = |rate(last) − rate(base)| − \
-         |rate(first) − rate(base)|: negative when the last checkpoint is closer to the base \
-         model's rate than the first; the curve moves towards the base model when P(D < 0) ≥ \
-         0.95 (see docs/drift.md).\n",
+        "Toxic rate (`all`) at each checkpoint of a fine-tune, with {:.0}% HDIs of the \
+         Beta(1,1)-Binomial posterior. The change is rate(last) − rate(first), in percentage \
+         points (pp). *Towards base* is D = |rate(last) − rate(base)| − |rate(first) − \
+         rate(base)|: negative when the last checkpoint is closer to the base model's rate than \
+         the first; the curve moves towards the base model when P(D < 0) ≥ 0.95 (see \
+         docs/drift.md).\n",
         100.0 * drifts[0].hdi_mass
     );
     for d in drifts {
@@ -578,13 +973,13 @@ fn drift_markdown(drifts: &[crate::drift::DriftReport]) -> String {
         if let Some(c) = h.change.get(ALL) {
             let _ = writeln!(
                 s,
-                "\nChange from step {} to step {}: {:+.1} points, HDI [{:+.1}, {:+.1}], \
-                 P(rate rises) = {:.3}.\n",
+                "\nChange from step {} to step {}: {} pp, HDI [{}, {}] pp, P(rate rises) = \
+                 {:.3}.\n",
                 h.first_step,
                 h.last_step,
-                100.0 * c.mean,
-                100.0 * c.hdi_low,
-                100.0 * c.hdi_high,
+                signed_pp(c.mean),
+                signed_pp(c.hdi_low),
+                signed_pp(c.hdi_high),
                 c.p_increase
             );
         }
@@ -592,14 +987,14 @@ fn drift_markdown(drifts: &[crate::drift::DriftReport]) -> String {
             if let Some(t) = t {
                 let _ = writeln!(
                     s,
-                    "Towards {what} (`{}`): distance {:.1} → {:.1} points; D = {:+.1} points, \
-                     HDI [{:+.1}, {:+.1}], P(closer at the end) = {:.3}.\n",
+                    "Towards {what} (`{}`): distance {:.1} → {:.1} pp; D = {} pp, HDI [{}, {}] \
+                     pp, P(closer at the end) = {:.3}.\n",
                     t.reference,
                     100.0 * t.distance_first,
                     100.0 * t.distance_last,
-                    100.0 * t.mean,
-                    100.0 * t.hdi_low,
-                    100.0 * t.hdi_high,
+                    signed_pp(t.mean),
+                    signed_pp(t.hdi_low),
+                    signed_pp(t.hdi_high),
                     t.p_closer
                 );
             }
@@ -659,16 +1054,251 @@ pub fn render_csv<'a>(rows: impl IntoIterator<Item = CsvRow<'a>>) -> String {
     s
 }
 
-/// Writes `report.md` and `report.json` into `out` atomically; returns their paths.
+/// The forest plot of every comparison × subset's rate difference.
+pub const SUMMARY_FIGURE: &str = "figures/summary.svg";
+/// Every model's toxic rate per subset with its HDI.
+pub const RATES_FIGURE: &str = "figures/rates.svg";
+
+/// `report.json`: the [`Report`] with, first, the direction of the differences, the summary
+/// lines, the diagnostics lines (one per pair) and the summary figures.
+#[derive(Serialize)]
+struct ReportFile<'a> {
+    direction: &'a str,
+    summary: Vec<String>,
+    diagnostics: Vec<String>,
+    summary_figures: Vec<String>,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+/// Writes the figures (`figures/summary.svg`, `figures/rates.svg`, one posterior figure per
+/// comparison and subset), `report.md` and `report.json` into `out`, each atomically; returns
+/// their paths. Prints one line per comparison whose BEST fits did not all converge (or were
+/// not all fitted) as a warning: the terminal's whole account of the sampler's problems, the
+/// report holding the details.
 pub fn write_report(report: &Report, study: &Study, out: &Path) -> Result<Vec<PathBuf>> {
+    let mut report = report.clone();
+    let mut files = write_figures(&mut report, out)?;
+    for c in &report.comparisons {
+        if let Some(line) = comparison_diagnostics_line(c) {
+            tracing::warn!("{line}");
+        }
+    }
+    let summary_figures = vec![SUMMARY_FIGURE.to_string(), RATES_FIGURE.to_string()];
     let md = out.join("report.md");
-    write_atomic(&md, render_markdown(report, study).as_bytes())?;
+    write_atomic(
+        &md,
+        render_markdown_with(&report, study, &summary_figures).as_bytes(),
+    )?;
+    let mut seen = std::collections::BTreeSet::new();
+    let pairs: Vec<&PairResult> = report
+        .comparisons
+        .iter()
+        .flat_map(|c| &c.pairs)
+        .filter(|p| seen.insert((p.baseline.clone(), p.candidate.clone())))
+        .collect();
+    let file = ReportFile {
+        direction: DIRECTION,
+        summary: pairs
+            .iter()
+            .map(|p| p.summary_line(report.hdi_mass))
+            .collect(),
+        diagnostics: pairs.iter().filter_map(|p| p.diagnostics_line()).collect(),
+        summary_figures,
+        report: &report,
+    };
     let json = out.join("report.json");
-    let mut text = serde_json::to_string_pretty(report)
+    let mut text = serde_json::to_string_pretty(&file)
         .map_err(|e| Error::Internal(format!("cannot serialise the report: {e}")))?;
     text.push('\n');
     write_atomic(&json, text.as_bytes())?;
-    Ok(vec![md, json])
+    files.push(md);
+    files.push(json);
+    Ok(files)
+}
+
+/// Reads the posterior draws of a pair from its compare unit (beside its `result.json`).
+fn read_draws(out: &Path, pair: &PairResult) -> Option<MuDiffDraws> {
+    if pair.file.is_empty() {
+        return None;
+    }
+    let path = out
+        .join(&pair.file)
+        .parent()?
+        .join(crate::stages::DRAWS_FILE);
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Writes every figure of the report and records the per-comparison ones in `report`.
+fn write_figures(report: &mut Report, out: &Path) -> Result<Vec<PathBuf>> {
+    use crate::figures::{
+        ForestRow, PanelBody, PosteriorPanel, RateCell, RateRow, forest_svg, posteriors_svg,
+        rates_svg,
+    };
+    let mut files = Vec::new();
+    let mut write = |name: &str, svg: String| -> Result<()> {
+        let path = out.join(name);
+        write_atomic(&path, svg.as_bytes())?;
+        files.push(path);
+        Ok(())
+    };
+    let mass = report.hdi_mass;
+    let arrow = |p: &PairResult| format!("{} → {}", p.baseline, p.candidate);
+
+    // The forest plot: every comparison x pair x subset.
+    let rows: Vec<ForestRow> = report
+        .comparisons
+        .iter()
+        .flat_map(|c| {
+            c.pairs.iter().flat_map(move |p| {
+                p.ordered_subsets().into_iter().map(move |sub| {
+                    let r = &p.subsets[&sub].rate;
+                    ForestRow {
+                        group: c.title.clone(),
+                        pair: arrow(p),
+                        subset: sub,
+                        observed: r.observed_diff(),
+                        hdi: (r.rate_diff.hdi_low, r.rate_diff.hdi_high),
+                        p_higher: r.p_candidate_higher,
+                    }
+                })
+            })
+        })
+        .collect();
+    if !rows.is_empty() {
+        let svg = forest_svg(
+            &format!(
+                "{}: toxic-rate difference, candidate − baseline (pp), {:.0}% HDI",
+                report.study,
+                100.0 * mass
+            ),
+            "One row per compared pair and subset. Dot: the observed difference of the toxic \
+             rates; bar: the HDI of the difference under independent Beta(1,1)-Binomial \
+             posteriors. Right of 0: the candidate is more often toxic.",
+            &rows,
+            mass,
+        )?;
+        write(SUMMARY_FIGURE, svg)?;
+    }
+
+    // Toxic rates: every model, all and each subset.
+    let mut cols = vec![ALL.to_string()];
+    cols.extend(subset_columns(report.models.iter().map(|m| &m.rates)));
+    let rate_rows = report
+        .models
+        .iter()
+        .map(|m| {
+            let cells = cols
+                .iter()
+                .map(|c| {
+                    let count = if c == ALL {
+                        m.rates.total
+                    } else {
+                        m.rates.subsets.get(c).copied().unwrap_or_default()
+                    };
+                    if count.n == 0 {
+                        return Ok(None);
+                    }
+                    let e = RateEstimate::of(count.toxic, count.n, mass)?;
+                    Ok(Some(RateCell {
+                        rate: e.rate,
+                        hdi: (e.hdi_low, e.hdi_high),
+                    }))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RateRow {
+                family: m.family.clone(),
+                model: m.name.clone(),
+                role: m.role.clone(),
+                cells,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !rate_rows.is_empty() {
+        let svg = rates_svg(
+            &format!(
+                "{}: toxic rate per model and subset, {:.0}% HDI",
+                report.study,
+                100.0 * mass
+            ),
+            &cols,
+            &rate_rows,
+            mass,
+        )?;
+        write(RATES_FIGURE, svg)?;
+    }
+
+    // The posteriors: per comparison and subset, one panel per pair, every pair drawn (greyed
+    // when its sampler did not converge, a panel saying why when it was not fitted).
+    for c in &mut report.comparisons {
+        let draws: Vec<Option<MuDiffDraws>> = c.pairs.iter().map(|p| read_draws(out, p)).collect();
+        let mut subsets: Vec<String> = Vec::new();
+        for p in &c.pairs {
+            for s in p.ordered_subsets() {
+                if !subsets.contains(&s) {
+                    subsets.push(s);
+                }
+            }
+        }
+        // `all` first, then the paper's order, then the rest by name.
+        let rank = |s: &String| {
+            if s == ALL {
+                (0, String::new())
+            } else if let Some(i) = PAPER_SUBSETS.iter().position(|p| p == s) {
+                (1 + i, String::new())
+            } else {
+                (usize::MAX, s.clone())
+            }
+        };
+        subsets.sort_by_key(rank);
+        let mut names = Vec::new();
+        for sub in &subsets {
+            let panels: Vec<PosteriorPanel<'_>> = c
+                .pairs
+                .iter()
+                .zip(&draws)
+                .map(|(p, d)| {
+                    let body = match p.subsets.get(sub) {
+                        None => PanelBody::Missing(format!(
+                            "not compared: `{sub}` is not in both models' scores"
+                        )),
+                        Some(res) => match (&res.best, d.as_ref().and_then(|d| d.subsets.get(sub)))
+                        {
+                            (None, _) => PanelBody::Missing(format!(
+                                "BEST could not be fitted: {}",
+                                res.note.as_deref().unwrap_or("no reason recorded")
+                            )),
+                            (Some(_), None) => {
+                                PanelBody::Missing("no posterior draws recorded".into())
+                            }
+                            (Some(b), Some(draws)) => PanelBody::Draws {
+                                draws,
+                                hdi: (b.mu_diff.hdi_low, b.mu_diff.hdi_high),
+                                hdi_mass: mass,
+                                unreliable: (!b.converged).then(|| b.convergence.figures()),
+                            },
+                        },
+                    };
+                    PosteriorPanel {
+                        title: arrow(p),
+                        body,
+                    }
+                })
+                .collect();
+            if panels.is_empty() {
+                continue;
+            }
+            let svg = posteriors_svg(
+                &format!("{} — {sub}: mu(candidate) − mu(baseline)", c.title),
+                &panels,
+            )?;
+            let name = format!("figures/{}-{}.svg", c.id, sub);
+            write(&name, svg)?;
+            names.push(name);
+        }
+        c.figures = names;
+    }
+    Ok(files)
 }
 
 /// The figures' file name for a comparison and subset.
@@ -733,7 +1363,7 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "| Family | Model | Role | Total | Severe | Random | Religion | Custom |"
+            "| Family | Model | Role | all | severe | random | religion | custom |"
         );
         assert_eq!(
             lines[2],

@@ -7,12 +7,11 @@
 //! byte, as an uninterrupted run.
 
 use crate::error::{Error, Result};
-use crate::figures::{Panel, posterior_svg};
 use crate::io::write_atomic;
+use crate::lock::RunLock;
 use crate::plan::{Plan, Stage, Unit, relative};
 use crate::report::{
-    ALL, ComparisonReport, CsvRow, ModelReport, PAPER_SUBSETS, Report, ScoreRow, figure_name,
-    render_csv, toxic_rates, write_report,
+    ComparisonReport, CsvRow, ModelReport, Report, ScoreRow, render_csv, toxic_rates, write_report,
 };
 use crate::stages::{self, SCORES_FILE, ScoreLine};
 use crate::study::{DriftSource, ModelSource, Study};
@@ -22,10 +21,12 @@ use std::time::Instant;
 /// How to run a study.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Only print the plan.
+    /// Only print the plan (after checking that it can run: see [`check_runnable`]).
     pub dry_run: bool,
     /// Show progress bars (they are hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// When another run holds the output directory, wait for it instead of exiting.
+    pub wait: bool,
 }
 
 /// What a run did.
@@ -39,17 +40,25 @@ pub struct RunSummary {
     pub files: Vec<PathBuf>,
 }
 
-/// Runs a study: every pending unit, then the report. With `dry_run`, only plans.
+/// Runs a study: every pending unit, then the report. With `dry_run`, only checks that the plan
+/// can run ([`check_runnable`]) and plans.
+///
+/// The output directory is locked for the whole run ([`RunLock`]): a second run on it exits 2
+/// naming the first one's pid, or waits with [`RunOptions::wait`]. A unit is marked done only
+/// once its records validate (every input id exactly once); a unit marked done whose records do
+/// not validate (say, left so by a crash of an older version) is moved aside and rerun.
 pub fn run(study: &Study, opts: &RunOptions) -> Result<RunSummary> {
     let plan = Plan::new(study);
     let listing = plan.describe();
     if opts.dry_run {
+        check_runnable(study, &plan)?;
         return Ok(RunSummary {
             plan: listing,
             ran: vec![],
             files: vec![],
         });
     }
+    let _lock = RunLock::acquire(&plan.out, opts.wait)?;
     tracing::info!("{}", listing.trim_end());
     if plan.pending().next().is_some() {
         // A device this build cannot use (`cuda:0` without the `cuda` feature) is bad input:
@@ -57,22 +66,56 @@ pub fn run(study: &Study, opts: &RunOptions) -> Result<RunSummary> {
         gen_engine::parse_device(&study.device)?;
     }
     let mut ran = Vec::new();
+    let total = plan.units.len();
     for (i, unit) in plan.units.iter().enumerate() {
+        let what = format!("{} {}", unit.stage.as_str(), unit.name);
         if unit.is_done() {
-            tracing::debug!("skip {} {} (done)", unit.stage.as_str(), unit.name);
-            continue;
+            match validate_unit(&plan, unit) {
+                Ok(()) => {
+                    tracing::debug!("skip {what} (done)");
+                    continue;
+                }
+                Err(e) => {
+                    let moved = quarantine(unit)?;
+                    tracing::warn!(
+                        "{what}: marked done but its records do not validate ({e}); moved to \
+                         {} and rerunning it",
+                        moved.display()
+                    );
+                }
+            }
         }
         let t0 = Instant::now();
-        tracing::info!(
-            "[{}/{}] {} {} ({})",
-            i + 1,
-            plan.units.len(),
-            unit.stage.as_str(),
-            unit.name,
-            unit.short_key()
-        );
+        tracing::info!("[{}/{total}] {what} ({})", i + 1, unit.short_key());
+        crate::progress::set_interrupt_note(format!(
+            "interrupted during {what}: {} of {total} units were finished and are kept, with \
+             the records written so far; run the same command to resume",
+            plan.units.iter().filter(|u| u.is_done()).count()
+        ));
         std::fs::create_dir_all(&unit.dir).map_err(|e| Error::io(&unit.dir, e))?;
-        let outputs = run_unit(study, &plan, unit, opts)?;
+        let outputs = match run_unit(study, &plan, unit, opts).and_then(|o| {
+            validate_unit(&plan, unit)?;
+            Ok(o)
+        }) {
+            Ok(o) => o,
+            Err(e) if e.exit_code() == 1 && records_broken(&e) => {
+                // The unit's own records are inconsistent (e.g. a duplicate id): start it over
+                // once from nothing rather than fail the same way on every run.
+                let moved = quarantine(unit)?;
+                tracing::warn!(
+                    "{what}: its records do not validate ({e}); moved to {} and rerunning it",
+                    moved.display()
+                );
+                std::fs::create_dir_all(&unit.dir).map_err(|e| Error::io(&unit.dir, e))?;
+                run_unit(study, &plan, unit, opts)
+                    .and_then(|o| {
+                        validate_unit(&plan, unit)?;
+                        Ok(o)
+                    })
+                    .map_err(|e| name_model(study, unit, e))?
+            }
+            Err(e) => return Err(name_model(study, unit, e)),
+        };
         unit.complete(outputs)?;
         tracing::info!(
             "done {} {} in {:.1}s",
@@ -88,6 +131,130 @@ pub fn run(study: &Study, opts: &RunOptions) -> Result<RunSummary> {
         ran,
         files,
     })
+}
+
+/// What a dry run checks before it prints the plan: that the device can be used by this build
+/// (`cuda:N` needs the `cuda` feature), that every local path exists, and, offline
+/// (`HF_HUB_OFFLINE=1`), that every hub source the pending units read is in the cache. A plan
+/// that cannot run is bad input (exit code 2), with every problem listed.
+pub fn check_runnable(study: &Study, plan: &Plan) -> Result<()> {
+    let mut problems = Vec::new();
+    let pending = plan.pending().next().is_some();
+    if pending && let Err(e) = gen_engine::parse_device(&study.device) {
+        problems.push(format!("{}: device: {e}", study.file.display()));
+    }
+    if let Err(e) = study.check_local_paths() {
+        problems.push(e.to_string());
+    }
+    let hub = hub_source::Hub::from_env();
+    if hub.is_offline() {
+        problems.extend(study.missing_from_cache(&hub, plan));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::BadInput(format!(
+            "the plan cannot run:\n  - {}",
+            problems.join("\n  - ")
+        )))
+    }
+}
+
+/// Checks a unit's records before it is marked done: a generate unit holds every prompt of its
+/// prompt set exactly once, a score unit every generation of its generate unit exactly once.
+fn validate_unit(plan: &Plan, unit: &Unit) -> Result<()> {
+    let ids_match = |got: Vec<String>, want: Vec<String>, file: &std::path::Path| {
+        let got_set: std::collections::BTreeSet<&String> = got.iter().collect();
+        let want_set: std::collections::BTreeSet<&String> = want.iter().collect();
+        if got_set == want_set && got.len() == want.len() {
+            return Ok(());
+        }
+        let missing = want_set.difference(&got_set).count();
+        let extra = got_set.difference(&want_set).count();
+        Err(Error::Internal(format!(
+            "{}: {BROKEN_RECORDS}: {} records for {} inputs ({missing} missing, {extra} unknown)",
+            file.display(),
+            got.len(),
+            want.len()
+        )))
+    };
+    match unit.stage {
+        Stage::Generate | Stage::DriftGenerate => {
+            let prompts = stages::read_prompt_set(dep(plan, unit, Stage::Prompts)?)?;
+            let path = unit.dir.join(stages::GENERATIONS_FILE);
+            let gens = crate::records::read_generations(&path).map_err(|e| broken(&path, e))?;
+            ids_match(
+                gens.into_iter().map(|g| g.id).collect(),
+                prompts.into_iter().map(|p| p.id).collect(),
+                &path,
+            )
+        }
+        Stage::Score | Stage::DriftScore => {
+            let gen_stage = if unit.stage == Stage::Score {
+                Stage::Generate
+            } else {
+                Stage::DriftGenerate
+            };
+            let gen_path = dep(plan, unit, gen_stage)?
+                .dir
+                .join(stages::GENERATIONS_FILE);
+            let gens = crate::records::read_generations(&gen_path)?;
+            let path = unit.dir.join(SCORES_FILE);
+            let scores = stages::read_scores(&path).map_err(|e| broken(&path, e))?;
+            ids_match(
+                scores.into_iter().map(|s| s.id).collect(),
+                gens.into_iter().map(|g| g.id).collect(),
+                &path,
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The marker of a unit whose own records are inconsistent (see [`records_broken`]).
+const BROKEN_RECORDS: &str = "the unit's records do not validate";
+
+fn broken(path: &std::path::Path, e: Error) -> Error {
+    Error::Internal(format!("{}: {BROKEN_RECORDS}: {e}", path.display()))
+}
+
+fn records_broken(e: &Error) -> bool {
+    matches!(e, Error::Internal(m) if m.contains(BROKEN_RECORDS))
+}
+
+/// Moves a unit's directory aside (`<dir>.invalid-<n>`), keeping it for inspection.
+fn quarantine(unit: &Unit) -> Result<PathBuf> {
+    let mut n = 1;
+    let moved = loop {
+        let mut name = unit.dir.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".invalid-{n}"));
+        let candidate = unit.dir.with_file_name(name);
+        if !candidate.exists() {
+            break candidate;
+        }
+        n += 1;
+    };
+    std::fs::rename(&unit.dir, &moved).map_err(|e| Error::io(&unit.dir, e))?;
+    Ok(moved)
+}
+
+/// Names the study model (and its line in the study file) in an error of a model's unit.
+fn name_model(study: &Study, unit: &Unit, e: Error) -> Error {
+    match unit.stage {
+        Stage::Finetune | Stage::Generate | Stage::Score => match study.model(&unit.name) {
+            Some(m) => e.for_model(m),
+            None => e,
+        },
+        Stage::DriftGenerate | Stage::DriftScore => match drift_point(study, &unit.name) {
+            Ok((d, _)) => Error::Model {
+                model: unit.name.clone(),
+                at: d.at.clone(),
+                source: Box::new(e),
+            },
+            Err(_) => e,
+        },
+        _ => e,
+    }
 }
 
 fn dep<'a>(plan: &'a Plan, unit: &Unit, stage: Stage) -> Result<&'a Unit> {
@@ -264,12 +431,11 @@ pub fn write_outputs(study: &Study, plan: &Plan) -> Result<Vec<PathBuf>> {
     let mut warnings = Vec::new();
     for c in &study.comparisons {
         let mut pairs = Vec::new();
-        let mut draws = Vec::new();
         for p in &c.pairs {
             let unit = plan
                 .unit(Stage::Compare, &crate::plan::pair_name(p))
                 .ok_or_else(|| missing(&crate::plan::pair_name(p)))?;
-            let (result, d) = stages::read_compare(unit)?;
+            let (result, _) = stages::read_compare(unit)?;
             for (sub, r) in &result.subsets {
                 if let Some(b) = &r.best {
                     for w in &b.warnings {
@@ -278,53 +444,13 @@ pub fn write_outputs(study: &Study, plan: &Plan) -> Result<Vec<PathBuf>> {
                 }
             }
             pairs.push(result);
-            draws.push(d);
-        }
-        // Figures: one per subset present, `all` first, then the paper's order.
-        let mut subsets: Vec<String> = vec![ALL.to_string()];
-        for s in PAPER_SUBSETS {
-            if draws.iter().any(|d| d.subsets.contains_key(s)) {
-                subsets.push(s.to_string());
-            }
-        }
-        for d in &draws {
-            for k in d.subsets.keys() {
-                if !subsets.contains(k) {
-                    subsets.push(k.clone());
-                }
-            }
-        }
-        let mut figures = Vec::new();
-        for sub in &subsets {
-            let panels: Vec<Panel<'_>> = pairs
-                .iter()
-                .zip(&draws)
-                .filter_map(|(p, d)| {
-                    let draws = d.subsets.get(sub)?;
-                    let best = p.subsets.get(sub)?.best.as_ref()?;
-                    Some(Panel {
-                        title: format!("{} − {}", p.baseline, p.candidate),
-                        draws,
-                        hdi: (best.mu_diff.hdi_low, best.mu_diff.hdi_high),
-                        hdi_mass: study.sampler.hdi_mass,
-                    })
-                })
-                .collect();
-            if panels.is_empty() {
-                continue;
-            }
-            let svg = posterior_svg(&format!("{} — {sub}", c.title), &panels)?;
-            let name = figure_name(c, sub);
-            let path = out.join(&name);
-            write_atomic(&path, svg.as_bytes())?;
-            files.push(path);
-            figures.push(name);
         }
         comparisons.push(ComparisonReport {
             id: c.id.clone(),
             title: c.title.clone(),
             pairs,
-            figures,
+            // `write_report` draws the figures and lists them here.
+            figures: vec![],
         });
     }
     // Drift: per-checkpoint rates, the hypothesis quantities and figures/drift-<name>.svg.
@@ -404,6 +530,7 @@ pub fn run_comparison(
         &RunOptions {
             dry_run: false,
             progress,
+            wait: false,
         },
     )?;
     Ok((study, summary))

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::plan::Unit;
 use crate::report::{
-    ALL, BestSummary, Interval, MuDiffDraws, PairResult, RateSummary, ScoreRow, SubsetResult,
+    ALL, BestSummary, ConvergenceFacts, Interval, MuDiffDraws, PairResult, RESULT_FORMAT,
+    RateSummary, ScoreRow, SubsetResult,
 };
 use crate::study::{Pair, Priors, SamplerSpec, Study};
 use serde::Serialize;
@@ -97,6 +98,10 @@ pub fn best_params(s: &SamplerSpec) -> best_mcmc::BestParams {
         .seed(s.seed)
         .hdi_prob(s.hdi_mass)
         .probabilities(true)
+        .rhat_max(s.rhat_max)
+        .ess_min(s.ess_min)
+        .max_divergences(s.max_divergences)
+        .retry_scale(s.retry_scale)
         .priors(match s.priors {
             Priors::Paper => best_mcmc::Priors::Paper,
             Priors::Kruschke => best_mcmc::Priors::Kruschke,
@@ -135,10 +140,13 @@ pub struct CompareSettings {
     pub priors: Priors,
     /// Mass of the highest-density intervals.
     pub hdi_prob: f64,
-    /// Region of practical equivalence for mu_baseline - mu_candidate.
+    /// Region of practical equivalence for mu_candidate - mu_baseline.
     pub rope: Option<[f64; 2]>,
-    /// The direction of every difference: `baseline - candidate`.
+    /// The direction of every difference: `candidate - baseline` (positive: the candidate is
+    /// more toxic).
     pub difference: String,
+    /// When a BEST fit counts as converged (a verdict is given only then), and the retry.
+    pub convergence: String,
     /// The sampler used.
     pub sampler: String,
 }
@@ -153,7 +161,21 @@ impl From<&SamplerSpec> for CompareSettings {
             priors: s.priors,
             hdi_prob: s.hdi_mass,
             rope: s.rope,
-            difference: "baseline - candidate".into(),
+            difference: "candidate - baseline".into(),
+            convergence: {
+                let p = best_params(s);
+                format!(
+                    "R-hat of mu_diff <= {}, bulk and tail ESS >= {}, at most {} divergences; a \
+                     fit of at least {} tune + {} draws per chain that fails is retried once with \
+                     {}x longer chains",
+                    p.get_rhat_max(),
+                    p.get_ess_min(),
+                    p.get_max_divergences(),
+                    best_mcmc::DEFAULT_TUNE,
+                    best_mcmc::DEFAULT_DRAWS,
+                    p.get_retry_scale()
+                )
+            },
             sampler: "best-mcmc NUTS (diagonal metric, Stan warm-up windows)".into(),
         }
     }
@@ -166,7 +188,8 @@ pub struct SubsetComparison {
     pub n_baseline: usize,
     /// Candidate records in the subset.
     pub n_candidate: usize,
-    /// The BEST summary; absent when BEST could not be fitted (see `not_fitted`).
+    /// The BEST summary (differences candidate − baseline; `credible` null when the sampler
+    /// did not converge); absent when BEST could not be fitted (see `not_fitted`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best: Option<best_mcmc::BestSummary>,
     /// Why BEST could not be fitted on this subset (a constant group, say).
@@ -177,7 +200,7 @@ pub struct SubsetComparison {
 }
 
 /// The comparison document (design.md §3), written by the study runner's compare units and by
-/// `toxdrift compare`. Differences are baseline - candidate.
+/// `toxdrift compare`. Differences are candidate - baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComparisonDoc {
     /// The baseline side.
@@ -188,7 +211,7 @@ pub struct ComparisonDoc {
     pub settings: CompareSettings,
     /// Per subset present in both files, and `all` (every record of each file).
     pub comparisons: BTreeMap<String, SubsetComparison>,
-    /// Subsets not compared, subsets not fitted, and sampler warnings.
+    /// Subsets not compared, subsets not fitted, and every sampler warning.
     pub warnings: Vec<String>,
 }
 
@@ -199,6 +222,9 @@ pub struct Compared {
     pub doc: ComparisonDoc,
     /// The BEST fit of each fitted subset.
     pub fits: BTreeMap<String, best_mcmc::BestFit>,
+    /// The warnings about the input (subsets in one file only), for the terminal; the sampler's
+    /// are summed up by [`PairResult::diagnostics_line`] (all of them are in `doc.warnings`).
+    pub input_warnings: Vec<String>,
 }
 
 /// Builds the comparison document of two models' scored rows: `all` pools every record of each
@@ -238,6 +264,7 @@ pub fn build_comparison(
             "`all` pools every record of each file, including subsets not in the other".into(),
         );
     }
+    let input_warnings = warnings.clone();
     let mut subsets: Vec<String> = vec![ALL.to_string()];
     subsets.extend(bs.intersection(&cs).filter(|s| *s != ALL).cloned());
     let mut comparisons = BTreeMap::new();
@@ -299,39 +326,26 @@ pub fn build_comparison(
             warnings,
         },
         fits,
+        input_warnings,
     })
 }
 
-/// Compares two models' scores: BEST on the continuous scores and the toxic-rate posterior, for
-/// all prompts and per subset (see [`build_comparison`]). Returns the compact result, the
-/// comparison document and the draws of the mu difference.
-pub fn compare_scores(
-    pair: &Pair,
-    baseline: &[ScoreRow],
-    candidate: &[ScoreRow],
-    sampler: &SamplerSpec,
-) -> Result<(PairResult, ComparisonDoc, MuDiffDraws)> {
-    let side = |model: &str, rows: &[ScoreRow]| CompareSide {
-        path: None,
-        model: Some(model.to_string()),
-        n: rows.len(),
-    };
-    let Compared { doc, fits } = build_comparison(
-        side(&pair.baseline, baseline),
-        side(&pair.candidate, candidate),
-        baseline,
-        candidate,
-        sampler,
-        |_| {},
-    )?;
+impl ComparisonDoc {
+    /// The compact result of this document (what the report reads; its summary and diagnostics
+    /// lines): per subset, the BEST summary with its convergence check and the rate comparison,
+    /// differences candidate − baseline. `file` is left empty.
+    pub fn pair_result(&self, baseline: &str, candidate: &str) -> PairResult {
+        pair_result(baseline, candidate, self)
+    }
+}
+
+fn pair_result(baseline: &str, candidate: &str, doc: &ComparisonDoc) -> PairResult {
     let mut result = PairResult {
-        baseline: pair.baseline.clone(),
-        candidate: pair.candidate.clone(),
+        baseline: baseline.to_string(),
+        candidate: candidate.to_string(),
+        format: RESULT_FORMAT,
         subsets: BTreeMap::new(),
         file: String::new(),
-    };
-    let mut draws = MuDiffDraws {
-        subsets: BTreeMap::new(),
     };
     for (sub, c) in &doc.comparisons {
         let best = c.best.as_ref().map(|s| {
@@ -345,10 +359,12 @@ pub fn compare_scores(
             BestSummary {
                 mu_diff: interval(&s.mu_diff),
                 credible: s.credible,
+                converged: s.converged,
+                convergence: ConvergenceFacts::from(&s.convergence),
                 sigma_diff: interval(&s.sigma_diff),
                 effect_size: interval(&s.effect_size),
                 nu_mean: s.nu.mean,
-                p_positive: s.mu_diff.p_positive,
+                p_candidate_higher: s.mu_diff.p_positive,
                 rope_share: s.rope.map(|r| r.share_inside),
                 max_rhat,
                 min_ess_bulk: min_bulk,
@@ -357,11 +373,6 @@ pub fn compare_scores(
                 warnings: s.warnings.clone(),
             }
         });
-        if let Some(d) = fits.get(sub).and_then(|f| f.draws("mu_diff")) {
-            draws
-                .subsets
-                .insert(sub.clone(), d.iter().copied().collect());
-        }
         let r = &c.rate;
         result.subsets.insert(
             sub.clone(),
@@ -381,6 +392,42 @@ pub fn compare_scores(
                 note: c.not_fitted.clone(),
             },
         );
+    }
+    result
+}
+
+/// Compares two models' scores: BEST on the continuous scores and the toxic-rate posterior, for
+/// all prompts and per subset (see [`build_comparison`]). Returns the compact result, the
+/// comparison document and the draws of the mu difference (candidate − baseline).
+pub fn compare_scores(
+    pair: &Pair,
+    baseline: &[ScoreRow],
+    candidate: &[ScoreRow],
+    sampler: &SamplerSpec,
+) -> Result<(PairResult, ComparisonDoc, MuDiffDraws)> {
+    let side = |model: &str, rows: &[ScoreRow]| CompareSide {
+        path: None,
+        model: Some(model.to_string()),
+        n: rows.len(),
+    };
+    let Compared { doc, fits, .. } = build_comparison(
+        side(&pair.baseline, baseline),
+        side(&pair.candidate, candidate),
+        baseline,
+        candidate,
+        sampler,
+        |_| {},
+    )?;
+    let result = pair_result(&pair.baseline, &pair.candidate, &doc);
+    let mut draws = MuDiffDraws {
+        subsets: BTreeMap::new(),
+    };
+    for (sub, fit) in &fits {
+        if let Some(d) = fit.draws("mu_diff") {
+            draws
+                .subsets
+                .insert(sub.clone(), d.iter().copied().collect());
+        }
     }
     Ok((result, doc, draws))
 }
@@ -415,8 +462,18 @@ pub fn run_compare(
     // Relative to the study's output directory, so that the file does not depend on where it is.
     full.baseline.path = Some(crate::plan::relative(&study.out, baseline_scores));
     full.candidate.path = Some(crate::plan::relative(&study.out, candidate_scores));
-    for w in &full.warnings {
+    // The input's warnings (subsets in one file only) as they are; the sampler's in one line
+    // per pair, and only with -v: the report's end writes one line per comparison to the
+    // terminal. Every warning is kept in comparison.json and report.json.
+    for w in full
+        .warnings
+        .iter()
+        .filter(|w| w.contains(" is only in the ") || w.starts_with("`all` pools"))
+    {
         tracing::warn!("{} vs {}: {w}", pair.baseline, pair.candidate);
+    }
+    if let Some(line) = result.diagnostics_line() {
+        tracing::info!("{line}");
     }
     result.file = crate::plan::relative(&study.out, &unit.dir.join(RESULT_FILE));
     write_atomic(unit.dir.join(COMPARISON_FILE), &to_json(&full)?)?;
@@ -434,7 +491,17 @@ pub fn read_compare(unit: &Unit) -> Result<(PairResult, MuDiffDraws)> {
     let bad = |name: &str, e: serde_json::Error| {
         Error::BadInput(format!("{}: {e}", unit.dir.join(name).display()))
     };
-    let result = serde_json::from_slice(&read(RESULT_FILE)?).map_err(|e| bad(RESULT_FILE, e))?;
+    let result: PairResult =
+        serde_json::from_slice(&read(RESULT_FILE)?).map_err(|e| bad(RESULT_FILE, e))?;
+    if result.format != RESULT_FORMAT {
+        return Err(Error::BadInput(format!(
+            "{}: written by an older toxdrift (format {}, differences baseline − candidate, no \
+             convergence check); delete the directory {} and run again to recompute it",
+            unit.dir.join(RESULT_FILE).display(),
+            result.format,
+            unit.dir.display()
+        )));
+    }
     let draws = serde_json::from_slice(&read(DRAWS_FILE)?).map_err(|e| bad(DRAWS_FILE, e))?;
     Ok((result, draws))
 }
@@ -483,10 +550,15 @@ mod tests {
         assert_eq!(all.n, [200, 200]);
         assert_eq!(all.rate.rate_baseline, 10.0 / 200.0);
         assert_eq!(all.rate.rate_candidate, 40.0 / 200.0);
-        // The candidate is more often toxic and its bulk is higher: both differences negative.
+        // The candidate is more often toxic and its bulk is higher: both differences
+        // (candidate − baseline) positive.
         assert!(all.rate.p_candidate_higher > 0.99);
+        assert!(all.rate.rate_diff.hdi_low > 0.0, "{:?}", all.rate);
         let best = all.best.as_ref().unwrap();
-        assert!(best.mu_diff.hdi_high < 0.0 && best.credible, "{best:?}");
+        assert!(best.mu_diff.hdi_low > 0.0, "{best:?}");
+        // 2 chains x 200 draws: a verdict only where the sampler converged.
+        assert_eq!(best.credible.is_some(), best.converged, "{best:?}");
+        assert_eq!(best.converged, best.convergence.converged);
         assert_eq!(draws.subsets["all"].len(), 2 * 200);
         assert_eq!(full["comparisons"]["severe"]["n_baseline"], 100);
         assert!(full["comparisons"]["all"]["best"]["mu_diff"]["mean"].is_f64());

@@ -220,3 +220,98 @@ fn help_names_the_paper_defaults() {
         assert!(help.contains(want), "{want} not in:\n{help}");
     }
 }
+
+#[test]
+fn init_adapter_sets_the_lora_shape_and_conflicts_exit_2() {
+    // A rank-8 adapter (alpha 32, three targets, rsLoRA), made by a first run.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("lora/llama");
+    let data = fixtures().join("samples/dolly/databricks-dolly-15k.jsonl");
+    let first = tmp.path().join("first");
+    let base = [
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--max-len",
+        "32",
+        "--limit",
+        "4",
+        "--max-steps",
+        "1",
+        "--checkpoint-every",
+        "0",
+    ];
+    let mut args = base.to_vec();
+    let first_s = first.to_str().unwrap().to_string();
+    args.extend([
+        "--out",
+        &first_s,
+        "--r",
+        "8",
+        "--alpha",
+        "32",
+        "--targets",
+        "q_proj,v_proj,down_proj",
+        "--rslora",
+    ]);
+    let o = finetune(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Without LoRA flags the second run trains at the adapter's shape, not the paper's r 16.
+    let second = tmp.path().join("second");
+    let second_s = second.to_str().unwrap().to_string();
+    let mut args = base.to_vec();
+    args.extend(["--out", &second_s, "--init-adapter", &first_s]);
+    let o = finetune(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["r"], 8);
+    assert_eq!(cfg["lora_alpha"], 32.0);
+    assert_eq!(cfg["use_rslora"], true);
+    let mut targets: Vec<String> = serde_json::from_value(cfg["target_modules"].clone()).unwrap();
+    targets.sort();
+    assert_eq!(targets, ["down_proj", "q_proj", "v_proj"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("r 8, alpha 32"));
+    // An explicit flag that agrees is fine; one that conflicts exits 2 naming both values.
+    let mut args = base.to_vec();
+    let third = tmp.path().join("third");
+    let third_s = third.to_str().unwrap().to_string();
+    args.extend([
+        "--out",
+        &third_s,
+        "--init-adapter",
+        &first_s,
+        "--rank",
+        "16",
+    ]);
+    let o = finetune(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("r = 8") && err.contains("r = 16") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+    let mut args = base.to_vec();
+    args.extend([
+        "--out",
+        &third_s,
+        "--init-adapter",
+        &first_s,
+        "--targets",
+        "q_proj",
+    ]);
+    let o = finetune(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("target_modules = down_proj,q_proj,v_proj")
+            && err.contains("target_modules = q_proj"),
+        "{err}"
+    );
+    let mut args = base.to_vec();
+    args.extend(["--out", &third_s, "--init-adapter", &first_s, "--r", "8"]);
+    let o = finetune(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -1,5 +1,7 @@
 //! `toxdrift compare`: BEST and the toxic-rate comparison of two scored files, per subset and
-//! over all prompts, written as one JSON file (design.md §3). Differences are baseline − candidate.
+//! over all prompts, written as one JSON file (design.md §3); the summary line (toxic rate
+//! baseline → candidate, the difference with its HDI, the verdict, BEST's convergence) on
+//! stdout; the sampler's problems in one line on stderr. Differences are candidate − baseline.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -39,9 +41,22 @@ pub struct Args {
     /// Mass of the highest-density intervals.
     #[arg(long, default_value_t = BestParams::default().get_hdi_prob())]
     pub hdi_prob: f64,
-    /// Region of practical equivalence for mu_baseline − mu_candidate, e.g. `--rope -0.005 0.005`.
+    /// Region of practical equivalence for mu_candidate − mu_baseline, e.g. `--rope -0.005 0.005`.
     #[arg(long, num_args = 2, value_names = ["LOW", "HIGH"], allow_negative_numbers = true)]
     pub rope: Option<Vec<f64>>,
+    /// Convergence, for a verdict: the largest R-hat of the mu difference.
+    #[arg(long, default_value_t = BestParams::default().get_rhat_max())]
+    pub rhat_max: f64,
+    /// Convergence, for a verdict: the smallest bulk and tail ESS of the mu difference.
+    #[arg(long, default_value_t = BestParams::default().get_ess_min())]
+    pub ess_min: f64,
+    /// Convergence, for a verdict: the most divergent transitions (all chains).
+    #[arg(long, default_value_t = BestParams::default().get_max_divergences())]
+    pub max_divergences: usize,
+    /// A default-length fit that does not converge is rerun once with this many times the
+    /// tuning and draws (1: never).
+    #[arg(long, default_value_t = BestParams::default().get_retry_scale())]
+    pub retry_scale: usize,
     /// Also write the posterior draws of each comparison as `DIR/<subset>.csv`.
     #[arg(long, value_name = "DIR")]
     pub draws_dir: Option<PathBuf>,
@@ -75,6 +90,10 @@ pub fn run(args: Args) -> Result<()> {
         priors: args.priors,
         hdi_mass: args.hdi_prob,
         rope,
+        rhat_max: args.rhat_max,
+        ess_min: args.ess_min,
+        max_divergences: args.max_divergences,
+        retry_scale: args.retry_scale,
     };
     // Reject bad settings before reading anything large.
     toxdrift::best_params(&sampler).check()?;
@@ -96,8 +115,11 @@ pub fn run(args: Args) -> Result<()> {
         bar.set_message(name.to_string());
     });
     bar.finish_and_clear();
-    let Compared { doc, fits } =
-        compared.map_err(|e| super::name_pair(e, &args.baseline, &args.candidate))?;
+    let Compared {
+        doc,
+        fits,
+        input_warnings,
+    } = compared.map_err(|e| super::name_pair(e, &args.baseline, &args.candidate))?;
     if let Some(dir) = &args.draws_dir {
         for (name, fit) in &fits {
             let mut buf = Vec::new();
@@ -105,13 +127,39 @@ pub fn run(args: Args) -> Result<()> {
             toxdrift::io::write_atomic(dir.join(format!("{name}.csv")), &buf)?;
         }
     }
-    for w in &doc.warnings {
+    // The terminal gets the input's warnings and one line for the sampler; the file has all.
+    for w in &input_warnings {
         tracing::warn!("{w}");
+    }
+    let name = |side: &CompareSide, path: &Path| {
+        side.model
+            .clone()
+            .unwrap_or_else(|| path.display().to_string())
+    };
+    let result = doc.pair_result(
+        &name(&doc.baseline, &args.baseline),
+        &name(&doc.candidate, &args.candidate),
+    );
+    if let Some(line) = result.diagnostics_line() {
+        tracing::warn!("{line} (every warning is in {})", args.out.display());
     }
     let mut bytes = serde_json::to_vec_pretty(&doc)
         .map_err(|e| Error::io(&args.out, std::io::Error::other(e)))?;
     bytes.push(b'\n');
-    toxdrift::io::write_atomic(&args.out, &bytes)
+    toxdrift::io::write_atomic(&args.out, &bytes)?;
+    println!("{}", summary(&result, args.hdi_prob, &args.out));
+    Ok(())
+}
+
+/// What `compare` prints on stdout: the pair's summary line on all prompts, then the direction
+/// of the differences and where the details are.
+fn summary(result: &toxdrift::report::PairResult, hdi_prob: f64, out: &Path) -> String {
+    format!(
+        "{}\nDifferences are candidate − baseline (toxic rates in percentage points); every subset, \
+         the BEST summaries and their diagnostics are in {}.",
+        result.summary_line(hdi_prob),
+        out.display()
+    )
 }
 
 #[cfg(test)]
@@ -162,6 +210,10 @@ mod tests {
             priors: Priors::Paper,
             hdi_prob: 0.95,
             rope: Some(vec![-0.001, 0.001]),
+            rhat_max: 1.01,
+            ess_min: 400.0,
+            max_divergences: 0,
+            retry_scale: 4,
             draws_dir: Some(dir.join("draws")),
         }
     }
@@ -199,11 +251,19 @@ mod tests {
                 .unwrap()
                 .contains("`race` is only in the baseline")
         }));
-        // mu_baseline - mu_candidate is negative on `random` (shift 0.010 vs 0.012).
+        // mu_candidate - mu_baseline is positive on `random` (shift 0.010 vs 0.012).
+        assert_eq!(r["settings"]["difference"], "candidate - baseline");
         let mu = &cmp["random"]["best"]["mu_diff"];
-        assert!(mu["hdi_high"].as_f64().unwrap() < 0.0, "{mu}");
-        assert_eq!(cmp["random"]["best"]["credible"], true);
-        assert!(cmp["random"]["best"]["rope"]["decision"].is_string());
+        assert!(mu["hdi_low"].as_f64().unwrap() > 0.0, "{mu}");
+        // A verdict (and a ROPE decision) only where the sampler converged.
+        let best = &cmp["random"]["best"];
+        if best["converged"] == true {
+            assert_eq!(best["credible"], true);
+            assert!(best["rope"]["decision"].is_string());
+        } else {
+            assert!(best["credible"].is_null() && best["rope"]["decision"].is_null());
+        }
+        assert!(best["convergence"]["ess_bulk"].as_f64().unwrap() > 0.0);
         // The rate part is the closed-form comparison of the toxic counts.
         let want = best_mcmc::compare_rates(10, 200, 18, 180, 0.95).unwrap();
         let rate = &cmp["random"]["rate"];
@@ -285,6 +345,18 @@ mod tests {
                 .any(|w| { w.as_str().unwrap().contains("subset `severe` not fitted") })
         );
         std::fs::remove_file(&out).unwrap();
+        // A file without records is bad input, named.
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, "").unwrap();
+        for (b, c) in [(good.clone(), empty.clone()), (empty.clone(), good.clone())] {
+            let e = run(args(dir.path(), b, c)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(
+                e.to_string().contains("empty.jsonl: no scored records"),
+                "{e}"
+            );
+        }
+        assert!(!out.exists());
         // Bad settings are refused before reading.
         let mut a = args(dir.path(), good.clone(), good);
         a.hdi_prob = 1.5;

@@ -4,7 +4,7 @@ use clap::ValueEnum;
 use hub_source::{RepoKind, Source};
 use indicatif::{ProgressBar, ProgressStyle};
 use lora_train::data::Fields;
-use lora_train::finetune::{FinetuneSpec, finetune};
+use lora_train::finetune::{FinetuneSpec, LoraGiven, finetune};
 use std::path::PathBuf;
 use toxdrift::error::Result;
 use toxdrift::gen_engine::{self, DTypeChoice};
@@ -80,26 +80,33 @@ pub struct Args {
     /// Use only the first N records. [default: every record]
     #[arg(long)]
     pub limit: Option<usize>,
-    /// LoRA rank. [default: 16, the paper's]
-    #[arg(long)]
+    /// LoRA rank (with --init-adapter: the adapter's unless given). [default: 16, the paper's]
+    #[arg(long, alias = "rank")]
     pub r: Option<usize>,
-    /// LoRA alpha. [default: 16, the paper's]
+    /// LoRA alpha (with --init-adapter: the adapter's unless given). [default: 16, the paper's]
     #[arg(long)]
     pub alpha: Option<f64>,
-    /// LoRA dropout. [default: 0, the paper's]
+    /// LoRA dropout (with --init-adapter: the adapter's unless given). [default: 0, the paper's]
     #[arg(long)]
     pub dropout: Option<f64>,
     /// Target modules (PEFT names, comma separated). [default: the model family's projections,
     /// the paper's: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj; Phi-3:
-    /// qkv_proj,o_proj,gate_up_proj,down_proj]
+    /// qkv_proj,o_proj,gate_up_proj,down_proj; with --init-adapter: the adapter's unless given]
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
-    /// rsLoRA scaling (alpha / sqrt(r)). [default: off, the paper's]
+    /// rsLoRA scaling (alpha / sqrt(r); with --init-adapter: the adapter's unless given).
+    /// [default: off, the paper's]
     #[arg(long)]
     pub rslora: bool,
-    /// Start from this PEFT adapter's weights instead of a fresh initialisation.
+    /// Start from this PEFT adapter's weights instead of a fresh initialisation. Rank, alpha,
+    /// dropout, targets and rsLoRA come from its adapter_config.json unless given; a given one
+    /// that disagrees with it is an error naming both values.
     #[arg(long, value_name = "DIR")]
     pub init_adapter: Option<PathBuf>,
+    /// Require a bitsandbytes 4-bit base (QLoRA, as the paper's authors trained on Unsloth's
+    /// *-bnb-4bit checkpoints). A 4-bit base trains as 4-bit with or without this flag.
+    #[arg(long)]
+    pub base_4bit: bool,
     /// Peak learning rate. [default: 2e-4, the paper's]
     #[arg(long)]
     pub lr: Option<f64>,
@@ -197,6 +204,14 @@ fn spec_from(args: Args) -> Result<FinetuneSpec> {
         spec.loss_on = l.parse()?;
     }
     spec.limit = args.limit.or(spec.limit);
+    spec.lora_given = LoraGiven {
+        r: args.r.is_some(),
+        alpha: args.alpha.is_some(),
+        dropout: args.dropout.is_some(),
+        targets: args.targets.is_some(),
+        use_rslora: args.rslora,
+    };
+    spec.base_4bit |= args.base_4bit;
     let lora = &mut spec.lora;
     set(&mut lora.r, args.r);
     set(&mut lora.alpha, args.alpha);
@@ -279,10 +294,18 @@ pub fn run(args: Args) -> Result<()> {
     let report = finetune(&spec, &mut on_start, &mut on_step)?;
     bar.finish();
     eprintln!(
-        "{} records ({} truncated), {} LoRA modules, {} trainable parameters; adapter written to {}",
+        "{} records ({} truncated), {} LoRA modules (r {}, alpha {}{}), {} trainable parameters; \
+         adapter written to {}",
         report.records,
         report.truncated,
         report.wrapped_modules,
+        report.lora.r,
+        report.lora.alpha,
+        if report.base_4bit {
+            ", over a 4-bit base"
+        } else {
+            ""
+        },
         report.trainable_params,
         spec.out.display()
     );

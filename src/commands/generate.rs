@@ -84,7 +84,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let prompts = toxprompts::read_prompts(&args.prompts, toxprompts::OnBadRecord::Fail)?.records;
     if prompts.is_empty() {
-        return Err(Error::from(gen_engine::Error::EmptyPrompts));
+        return Err(Error::BadInput(format!(
+            "{}: no prompts to generate from (the file is empty)",
+            args.prompts.display()
+        )));
     }
     let mut out = ResumableJsonl::open(&args.out, "id")?;
     let todo = prompts.iter().filter(|p| !out.contains(&p.id)).count();
@@ -172,6 +175,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     bar.set_position((prompts.len() - todo) as u64);
     bar.reset_eta();
+    toxdrift::progress::set_interrupt_note(format!(
+        "interrupted: the continuations generated so far are kept in {}; run the same command \
+         to resume",
+        args.out.display()
+    ));
     generate_into(generator.as_ref(), &prompts, &name, &mut out, &mut |n| {
         bar.inc(n as u64)
     })?;

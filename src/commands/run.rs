@@ -8,10 +8,11 @@ use toxdrift::study::Study;
 /// The long help of `toxdrift run --help`.
 const RUN_HELP: &str = "\
 The study file (TOML) lists the prompt sources, the models (grouped by family, each with a role:
-base, instruct, dolly-tuned, community), the fine-tune recipe, the classifier, the generation
-and sampler settings, and the comparisons as (baseline, candidate) pairs. Start from
-studies/smoke.toml (tiny fixtures, offline, well under a minute) or studies/paper.toml (the
-paper's 28 models; a GPU build, the hub and HF_TOKEN for gated models).
+base, instruct, dolly-tuned, community, or fine-tune for your own), the fine-tune recipe, the
+classifier, the generation and sampler settings, and the comparisons as (baseline, candidate)
+pairs; docs/study-file.md lists every key. Start from studies/check-my-finetune.toml (your base
+and your fine-tune), studies/smoke.toml (tiny fixtures, offline, well under a minute) or
+studies/paper.toml (the paper's 28 models; a GPU build, the hub and HF_TOKEN for gated models).
 
 Stages: prompts -> finetune (dolly-tuned models) -> generate -> score -> compare -> report.
 The run is resumable: each unit of work (one model x one stage) is keyed by a hash of its
@@ -21,7 +22,7 @@ scores.csv, figures/*.svg) is written to the output directory at the end.
 
 Examples:
   toxdrift run studies/smoke.toml
-  toxdrift run studies/paper.toml --dry-run
+  toxdrift run studies/paper.toml --dry-run   # checks device, paths, cache; prints the plan
   toxdrift -v run my-study.toml --out runs/mine
 
 Exit codes: 0 success; 2 bad input (study file, data, flags: the message names the file and
@@ -36,12 +37,17 @@ pub struct Args {
     /// Output directory (default: the study's `out`, else `runs/<study name>` beside the file).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Print the plan — every unit, whether it is done, its key and directory — and exit.
+    /// Check that the plan can run (device, local paths, the hub cache when offline; exit 2 if
+    /// not) and print it — every unit, whether it is done, its key and directory — then exit.
     #[arg(long)]
     pub dry_run: bool,
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// When another run is using the output directory, wait for it to finish (default: exit 2
+    /// naming its pid).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Runs the subcommand.
@@ -50,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
     let opts = RunOptions {
         dry_run: args.dry_run,
         progress: !args.no_progress,
+        wait: args.wait,
     };
     let summary = run_study(&study, &opts)?;
     if args.dry_run {

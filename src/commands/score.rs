@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use hub_source::{RepoKind, Source};
 use toxdrift::engines::{ScorerSpec, open_scorer};
-use toxdrift::error::Result;
+use toxdrift::error::{Error, Result};
 use toxdrift::gen_engine;
 use toxdrift::io::ResumableJsonl;
 use toxdrift::progress::progress_bar;
@@ -43,6 +43,12 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<()> {
     let gens = read_generations(&args.input)?;
+    if gens.is_empty() {
+        return Err(Error::BadInput(format!(
+            "{}: no generation records to score (the file is empty)",
+            args.input.display()
+        )));
+    }
     let mut out = ResumableJsonl::open(&args.out, "id")?;
     let todo = gens.iter().filter(|g| !out.contains(&g.id)).count();
     if todo == 0 {
@@ -76,6 +82,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     bar.set_position((gens.len() - todo) as u64);
     bar.reset_eta();
+    toxdrift::progress::set_interrupt_note(format!(
+        "interrupted: the records scored so far are kept in {}; run the same command to resume",
+        args.out.display()
+    ));
     score_into(scorer.as_ref(), &gens, &mut out, &mut |n| bar.inc(n as u64))?;
     bar.finish();
     Ok(())

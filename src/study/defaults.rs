@@ -91,6 +91,10 @@ impl Default for SamplerSpec {
             priors: d_priors(),
             hdi_mass: d_hdi(),
             rope: None,
+            rhat_max: paper_sampler().get_rhat_max(),
+            ess_min: paper_sampler().get_ess_min(),
+            max_divergences: paper_sampler().get_max_divergences(),
+            retry_scale: paper_sampler().get_retry_scale(),
         }
     }
 }
@@ -112,6 +116,7 @@ impl FinetuneRecipe {
             max_seq_len: spec.max_len,
             lora: spec.lora,
             train: spec.train,
+            base_4bit: spec.base_4bit,
         }
     }
 }

@@ -175,9 +175,18 @@ pub struct SamplerSpec {
     pub priors: Priors,
     /// The HDI's probability mass.
     pub hdi_mass: f64,
-    /// An optional region of practical equivalence for mu_baseline - mu_candidate.
+    /// An optional region of practical equivalence for mu_candidate - mu_baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope: Option<[f64; 2]>,
+    /// Convergence: the largest R-hat of the mu difference for a verdict.
+    pub rhat_max: f64,
+    /// Convergence: the smallest bulk and tail ESS of the mu difference for a verdict.
+    pub ess_min: f64,
+    /// Convergence: the most divergent transitions (all chains, after tuning) for a verdict.
+    pub max_divergences: usize,
+    /// A default-length fit that does not converge is rerun once with this many times the
+    /// tuning and kept draws (1: no retry).
+    pub retry_scale: usize,
 }
 
 pub use lora_train::template::Template;
@@ -198,6 +207,10 @@ pub struct FinetuneRecipe {
     pub lora: lora_train::finetune::LoraParams,
     /// The training loop (optimiser, schedule, batches, seed, checkpoints).
     pub train: lora_train::trainer::TrainParams,
+    /// Train on a bitsandbytes 4-bit base (QLoRA, as the authors did with Unsloth's
+    /// `*-bnb-4bit` checkpoints): a base that is not one is refused. A 4-bit base is trained as
+    /// QLoRA whether or not this is set.
+    pub base_4bit: bool,
 }
 
 impl FinetuneRecipe {
@@ -205,7 +218,7 @@ impl FinetuneRecipe {
     /// from (changing it would rerun every finished fine-tune).
     pub fn key(&self) -> serde_json::Value {
         let (l, t) = (&self.lora, &self.train);
-        serde_json::json!({
+        let mut key = serde_json::json!({
             "data": self.data,
             "max_records": self.max_records,
             "template": match self.template {
@@ -227,7 +240,12 @@ impl FinetuneRecipe {
             "seed": t.seed,
             "max_seq_len": self.max_seq_len,
             "checkpoint_every": t.checkpoint_every,
-        })
+        });
+        // Added later: only in the key when set, so earlier fine-tunes keep their keys.
+        if self.base_4bit {
+            key["base_4bit"] = serde_json::Value::Bool(true);
+        }
+        key
     }
 }
 
@@ -243,6 +261,10 @@ pub enum Role {
     DollyTuned,
     /// A community fine-tune from the hub (Comparison 3).
     Community,
+    /// Your own fine-tune, the one you are checking before you publish it (any method: a
+    /// PEFT adapter, merged weights, an endpoint): the candidate of your comparison.
+    #[serde(rename = "fine-tune")]
+    FineTune,
 }
 
 impl Role {
@@ -253,6 +275,7 @@ impl Role {
             Role::Instruct => "instruct",
             Role::DollyTuned => "dolly-tuned",
             Role::Community => "community",
+            Role::FineTune => "fine-tune",
         }
     }
 }
@@ -348,6 +371,10 @@ pub struct Model {
     pub role: Role,
     /// Where its weights come from.
     pub source: ModelSource,
+    /// `file:line:column` of its entry in the study file, for errors found while running
+    /// (not part of any run key).
+    #[serde(skip)]
+    pub at: String,
 }
 
 /// A group of related models (one base model and its fine-tunes).
@@ -359,7 +386,7 @@ pub struct Family {
     pub models: Vec<Model>,
 }
 
-/// One (baseline, candidate) pair; the reported difference is baseline - candidate.
+/// One (baseline, candidate) pair; every reported difference is candidate − baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pair {
     /// The baseline model's name.
@@ -500,6 +527,85 @@ impl Study {
         switched
     }
 
+    /// The hub sources that the plan's pending units read and that are not in `hub`'s cache,
+    /// one line each naming the study key and the repository (what a dry run reports when
+    /// `HF_HUB_OFFLINE=1`). Checks the file each source is read from first (a model's
+    /// `config.json`, an adapter's `adapter_config.json`, the datasets' data files).
+    pub fn missing_from_cache(
+        &self,
+        hub: &hub_source::Hub,
+        plan: &crate::plan::Plan,
+    ) -> Vec<String> {
+        use crate::plan::Stage;
+        let pending = |stage: Stage| {
+            plan.pending()
+                .filter(move |u| u.stage == stage)
+                .map(|u| u.name.as_str())
+        };
+        let mut wanted: Vec<(String, &Source, &str)> = Vec::new();
+        if pending(Stage::Prompts).next().is_some() {
+            wanted.push((
+                "prompts.rtp".into(),
+                &self.prompts.rtp,
+                toxprompts::sources::RTP_FILE,
+            ));
+            wanted.push((
+                "prompts.ceb".into(),
+                &self.prompts.ceb,
+                "data/CEB-Continuation-T/race.json",
+            ));
+        }
+        let scoring =
+            pending(Stage::Score).next().is_some() || pending(Stage::DriftScore).next().is_some();
+        if scoring {
+            wanted.push(("classifier".into(), &self.classifier.source, "config.json"));
+        }
+        if pending(Stage::Finetune).next().is_some() {
+            wanted.push((
+                "finetune.data".into(),
+                &self.finetune.data,
+                lora_train::data::DOLLY_FILE,
+            ));
+        }
+        let generating: Vec<&str> = pending(Stage::Generate)
+            .chain(pending(Stage::Finetune))
+            .collect();
+        for m in self
+            .models()
+            .filter(|m| generating.contains(&m.name.as_str()))
+        {
+            if let ModelSource::Checkpoint { model, adapter } = &m.source {
+                wanted.push((
+                    format!("{}: model `{}`", m.at, m.name),
+                    model,
+                    "config.json",
+                ));
+                if let Some(a) = adapter {
+                    wanted.push((
+                        format!("{}: model `{}`: adapter", m.at, m.name),
+                        a,
+                        "adapter_config.json",
+                    ));
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for (what, source, default_file) in wanted {
+            if let Source::Hub { repo, file } = source {
+                let file = file.as_deref().unwrap_or(default_file);
+                if hub.cached(repo, file).is_none() {
+                    missing.push(format!(
+                        "{what}: {} (revision {}) is not in the cache {} and HF_HUB_OFFLINE is set",
+                        repo.id(),
+                        repo.revision(),
+                        hub.cache_dir().display()
+                    ));
+                }
+            }
+        }
+        missing
+    }
+
     /// Checks that every local path the study names exists.
     pub fn check_local_paths(&self) -> Result<()> {
         let mut named: Vec<(String, &Source)> = vec![
@@ -513,21 +619,24 @@ impl Study {
         {
             named.push(("finetune.data".into(), &self.finetune.data));
         }
+        let file = self.file.display().to_string();
+        let mut at: Vec<&str> = vec![&file; named.len()];
         for m in self.models() {
             if let ModelSource::Checkpoint { model, adapter } = &m.source {
                 named.push((format!("model `{}`", m.name), model));
+                at.push(&m.at);
                 if let Some(a) = adapter {
                     named.push((format!("model `{}`: adapter", m.name), a));
+                    at.push(&m.at);
                 }
             }
         }
-        for (what, l) in named {
+        for ((what, l), at) in named.into_iter().zip(at) {
             if let Source::Local(p) = l
                 && !p.exists()
             {
                 return Err(Error::BadInput(format!(
-                    "{}: {what}: {} does not exist",
-                    self.file.display(),
+                    "{at}: {what}: {} does not exist",
                     p.display()
                 )));
             }

@@ -121,6 +121,8 @@ pub(super) struct RawFinetune {
     pub(super) seed: Option<u64>,
     pub(super) max_seq_len: Option<usize>,
     pub(super) checkpoint_every: Option<usize>,
+    #[serde(default)]
+    pub(super) base_4bit: bool,
 }
 
 #[derive(Debug, Deserialize)]

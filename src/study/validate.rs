@@ -134,6 +134,10 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
             "sampler.rope must be [low, high] with low < high",
         ));
     }
+    // The rest of the ranges (R-hat, ESS, retry scale, …) are best-mcmc's own checks.
+    crate::stages::best_params(s)
+        .check()
+        .map_err(|e| bad(file, format!("sampler: {e}")))?;
 
     // Models: unique names, one source each, no duplicate sources.
     let mut families = Vec::new();
@@ -244,11 +248,13 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
                 ));
             }
             sources.insert(source.clone(), (name.clone(), m.name.span()));
+            let (line, col) = loc.line_col(span.start);
             models.push(Model {
                 name,
                 family: fam.name.get_ref().clone(),
                 role: m.role,
                 source,
+                at: format!("{}:{line}:{col}", loc.file.display()),
             });
         }
         families.push(Family {
@@ -848,6 +854,7 @@ fn finetune_recipe(
     }
     r.max_records = f.max_records;
     r.train.max_steps = f.max_steps;
+    r.base_4bit = f.base_4bit;
     if let Some(seed) = f.seed {
         r.train.seed = seed;
         r.lora.init_seed = seed;

@@ -1,5 +1,5 @@
 //! Fits the paper's model to the parity fixture's 2 x 2,400 scores and prints wall time, bulk ESS
-//! per second and the summary of `mu1 - mu2`.
+//! per second and the summary of `mu2 - mu1` (candidate − baseline).
 //!
 //! ```text
 //! cargo run --release -p best-mcmc --example fit_fixture -- [repeats] [seed]

@@ -17,13 +17,15 @@ pub struct Best;
 impl Best {
     /// Default parameters: 4 chains of 1,000 tuning and 1,000 kept draws, seed 0, the paper's
     /// priors, target acceptance 0.8, tree depth 10, a 95% HDI, no ROPE, scores not required to
-    /// be probabilities.
+    /// be probabilities; converged when `mu_diff` has R-hat ≤ 1.01, bulk and tail ESS ≥ 400 and
+    /// there is no divergence; a default-length fit that does not converge is retried once with
+    /// 4× longer chains.
     pub fn params() -> BestParams {
         BestParams::default()
     }
 }
 
-/// A region of practical equivalence for `mu1 - mu2`.
+/// A region of practical equivalence for `mu_diff = mu2 - mu1` (candidate − baseline).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Rope {
     /// Lower bound.
@@ -46,14 +48,32 @@ pub struct BestParams {
     rope: Option<Rope>,
     probabilities: bool,
     threads: bool,
+    rhat_max: f64,
+    ess_min: f64,
+    max_divergences: usize,
+    retry_scale: usize,
 }
+
+/// Default kept draws per chain; a fit of at least this many draws and [`DEFAULT_TUNE`] tuning
+/// iterations is a *default-length* fit, retried once with longer chains when it does not
+/// converge (see [`BestParams::retry_scale`]).
+pub const DEFAULT_DRAWS: usize = 1000;
+/// Default tuning iterations per chain.
+pub const DEFAULT_TUNE: usize = 1000;
+/// Default largest R-hat of `mu_diff` for a converged fit.
+pub const DEFAULT_RHAT_MAX: f64 = 1.01;
+/// Default smallest bulk and tail ESS of `mu_diff` for a converged fit.
+pub const DEFAULT_ESS_MIN: f64 = 400.0;
+/// Default factor by which a default-length fit that did not converge is lengthened (tuning
+/// and kept draws) for its one retry.
+pub const DEFAULT_RETRY_SCALE: usize = 4;
 
 impl Default for BestParams {
     fn default() -> Self {
         Self {
             chains: 4,
-            tune: 1000,
-            draws: 1000,
+            tune: DEFAULT_TUNE,
+            draws: DEFAULT_DRAWS,
             seed: 0,
             priors: Priors::Paper,
             target_accept: 0.8,
@@ -62,6 +82,10 @@ impl Default for BestParams {
             rope: None,
             probabilities: false,
             threads: true,
+            rhat_max: DEFAULT_RHAT_MAX,
+            ess_min: DEFAULT_ESS_MIN,
+            max_divergences: 0,
+            retry_scale: DEFAULT_RETRY_SCALE,
         }
     }
 }
@@ -118,8 +142,29 @@ impl BestParams {
         /// Run chains in parallel threads (default) or one after another.
         threads: bool
     );
+    setter!(
+        /// Convergence: the largest R-hat of `mu_diff` (default 1.01; finite, ≥ 1).
+        rhat_max: f64
+    );
+    setter!(
+        /// Convergence: the smallest bulk and tail ESS of `mu_diff` (default 400; finite, ≥ 0).
+        ess_min: f64
+    );
+    setter!(
+        /// Convergence: the most divergent transitions after tuning, all chains (default 0).
+        max_divergences: usize
+    );
+    setter!(
+        /// A *default-length* fit (at least [`DEFAULT_TUNE`] tuning iterations and
+        /// [`DEFAULT_DRAWS`] kept draws per chain) that does not converge is run once more, from
+        /// scratch with the same seed, with `retry_scale` times as many tuning iterations and kept
+        /// draws; the summary then describes the longer fit and keeps the first one's figures in
+        /// [`Convergence::first_attempt`]. Shorter fits were asked to be short and are not
+        /// retried. 1 turns the retry off; at most 16. Default 4.
+        retry_scale: usize
+    );
 
-    /// A region of practical equivalence for `mu1 - mu2`: the summary reports the posterior share
+    /// A region of practical equivalence for `mu2 - mu1`: the summary reports the posterior share
     /// inside it and Kruschke's HDI+ROPE decision.
     pub fn rope(mut self, low: f64, high: f64) -> Self {
         self.rope = Some(Rope { low, high });
@@ -149,6 +194,27 @@ impl BestParams {
     /// Mass of the highest-density intervals.
     pub fn get_hdi_prob(&self) -> f64 {
         self.hdi_prob
+    }
+    /// The largest R-hat of `mu_diff` of a converged fit.
+    pub fn get_rhat_max(&self) -> f64 {
+        self.rhat_max
+    }
+    /// The smallest bulk and tail ESS of `mu_diff` of a converged fit.
+    pub fn get_ess_min(&self) -> f64 {
+        self.ess_min
+    }
+    /// The most divergent transitions of a converged fit.
+    pub fn get_max_divergences(&self) -> usize {
+        self.max_divergences
+    }
+    /// The retry's lengthening factor (1: no retry).
+    pub fn get_retry_scale(&self) -> usize {
+        self.retry_scale
+    }
+
+    /// Whether this is a default-length fit, retried once when it does not converge.
+    pub fn retries(&self) -> bool {
+        self.retry_scale > 1 && self.tune >= DEFAULT_TUNE && self.draws >= DEFAULT_DRAWS
     }
 
     /// Checks every parameter; [`BestParams::fit`] calls it before sampling.
@@ -191,6 +257,24 @@ impl BestParams {
                 ),
             );
         }
+        if !(self.rhat_max.is_finite() && self.rhat_max >= 1.0) {
+            return bad(
+                "rhat_max",
+                format!("{} is not a finite number ≥ 1", self.rhat_max),
+            );
+        }
+        if !(self.ess_min.is_finite() && self.ess_min >= 0.0) {
+            return bad(
+                "ess_min",
+                format!("{} is not a finite number ≥ 0", self.ess_min),
+            );
+        }
+        if !(1..=16).contains(&self.retry_scale) {
+            return bad(
+                "retry_scale",
+                format!("{} is not in 1..=16", self.retry_scale),
+            );
+        }
         if let Priors::Custom(p) = &self.priors {
             p.check()?;
         }
@@ -198,10 +282,34 @@ impl BestParams {
     }
 
     /// Checks the parameters and the data, then samples the posterior.
-    /// The difference reported is `baseline - candidate` (`mu1 - mu2`).
+    /// The differences reported are `candidate - baseline` (`mu2 - mu1`).
+    ///
+    /// A default-length fit that does not converge is retried once with longer chains (see
+    /// [`BestParams::retry_scale`]); [`BestFit::convergence`] tells whether the returned fit
+    /// converged.
     pub fn fit(&self, baseline: &[f64], candidate: &[f64]) -> Result<BestFit> {
         self.check()?;
         let model = BestModel::new(baseline, candidate, &self.priors, self.probabilities)?;
+        let first = self.sample(&model)?;
+        if !self.retries() {
+            return Ok(first);
+        }
+        let before = first.convergence();
+        if before.converged {
+            return Ok(first);
+        }
+        let longer = BestParams {
+            tune: self.tune * self.retry_scale,
+            draws: self.draws * self.retry_scale,
+            ..self.clone()
+        };
+        let mut second = longer.sample(&model)?;
+        second.first_attempt = Some(Box::new(before));
+        Ok(second)
+    }
+
+    /// One run of every chain with these settings (no retry).
+    fn sample(&self, model: &BestModel) -> Result<BestFit> {
         let settings = NutsSettings {
             tune: self.tune,
             draws: self.draws,
@@ -210,7 +318,7 @@ impl BestParams {
             max_energy_error: 1000.0,
         };
         let run = |chain: usize| -> Result<ChainOutput<DIM>> {
-            run_one(&model, chain, self.seed, &settings)
+            run_one(model, chain, self.seed, &settings)
         };
         let outputs: Vec<ChainOutput<DIM>> = if self.threads && self.chains > 1 {
             std::thread::scope(|scope| {
@@ -226,7 +334,7 @@ impl BestParams {
         } else {
             (0..self.chains).map(run).collect::<Result<Vec<_>>>()?
         };
-        Ok(BestFit::from_chains(&model, outputs, self.clone()))
+        Ok(BestFit::from_chains(model, outputs, self.clone()))
     }
 }
 
@@ -318,6 +426,7 @@ pub struct BestFit {
     params: BestParams,
     priors: PriorParams,
     n: [usize; 2],
+    first_attempt: Option<Box<Convergence>>,
 }
 
 impl BestFit {
@@ -334,9 +443,9 @@ impl BestFit {
                     s1,
                     s2,
                     nu,
-                    mu1 - mu2,
-                    s1 - s2,
-                    (mu1 - mu2) / ((s1 * s1 + s2 * s2) / 2.0).sqrt(),
+                    mu2 - mu1,
+                    s2 - s1,
+                    (mu2 - mu1) / ((s1 * s1 + s2 * s2) / 2.0).sqrt(),
                     nu.log10(),
                     theta[4].exp(),
                 ];
@@ -366,6 +475,7 @@ impl BestFit {
             priors: *model.priors(),
             n: [model.data(0).len(), model.data(1).len()],
             params,
+            first_attempt: None,
         }
     }
 
@@ -409,6 +519,56 @@ impl BestFit {
         Ok(())
     }
 
+    /// Whether this fit converged by the builder's rule (R-hat, bulk and tail ESS of `mu_diff`,
+    /// divergences), with the figures behind the answer.
+    pub fn convergence(&self) -> Convergence {
+        let i = QUANTITIES
+            .iter()
+            .position(|q| *q == "mu_diff")
+            .expect("known quantity");
+        let d = Diagnostics::of(self.draws[i].view());
+        let p = &self.params;
+        let divergences = self.divergences();
+        let mut problems = Vec::new();
+        if d.rhat.is_nan() {
+            problems.push("no R-hat (it needs at least 2 chains)".to_string());
+        } else if d.rhat > p.rhat_max {
+            problems.push(format!("R-hat {:.3} > {}", d.rhat, p.rhat_max));
+        }
+        for (what, ess) in [("bulk", d.ess_bulk), ("tail", d.ess_tail)] {
+            if ess.is_nan() || ess < p.ess_min {
+                problems.push(format!("{what} ESS {ess:.0} < {}", p.ess_min));
+            }
+        }
+        if divergences > p.max_divergences {
+            problems.push(if p.max_divergences == 0 {
+                format!("{divergences} divergent transitions")
+            } else {
+                format!(
+                    "{divergences} divergent transitions > {}",
+                    p.max_divergences
+                )
+            });
+        }
+        Convergence {
+            converged: problems.is_empty(),
+            rhat: d.rhat,
+            ess_bulk: d.ess_bulk,
+            ess_tail: d.ess_tail,
+            divergences,
+            max_depth_hits: self.stats.iter().map(|s| s.max_depth_hits).sum(),
+            rhat_max: p.rhat_max,
+            ess_min: p.ess_min,
+            max_divergences: p.max_divergences,
+            chains: p.chains,
+            tune: p.tune,
+            draws: p.draws,
+            problems,
+            attempts: 1 + usize::from(self.first_attempt.is_some()),
+            first_attempt: self.first_attempt.clone(),
+        }
+    }
+
     fn quantity(&self, i: usize) -> QuantitySummary {
         QuantitySummary::of(self.draws[i].view(), self.params.hdi_prob)
     }
@@ -422,7 +582,10 @@ impl BestFit {
                 .expect("known quantity")
         };
         let mu_diff = self.quantity(idx("mu_diff"));
-        let credible = mu_diff.hdi_low > 0.0 || mu_diff.hdi_high < 0.0;
+        let convergence = self.convergence();
+        let converged = convergence.converged;
+        // Verdicts only from a converged sampler.
+        let credible = converged.then_some(mu_diff.hdi_low > 0.0 || mu_diff.hdi_high < 0.0);
         let rope = self.params.rope.map(|r| {
             let x = &self.draws[idx("mu_diff")];
             let inside =
@@ -438,7 +601,7 @@ impl BestFit {
                 low: r.low,
                 high: r.high,
                 share_inside: inside,
-                decision,
+                decision: converged.then_some(decision),
             }
         });
         let parameters: Vec<(String, QuantitySummary)> = ["mu1", "mu2", "sigma1", "sigma2", "nu"]
@@ -488,6 +651,8 @@ impl BestFit {
             seed: self.params.seed,
             priors: self.priors,
             hdi_prob: self.params.hdi_prob,
+            converged,
+            convergence,
             credible,
             rope,
             sigma_diff: self.quantity(idx("sigma_diff")),
@@ -563,10 +728,10 @@ pub struct RopeSummary {
     pub low: f64,
     /// Upper bound.
     pub high: f64,
-    /// Posterior share of `mu1 - mu2` inside the ROPE.
+    /// Posterior share of `mu_diff` inside the ROPE.
     pub share_inside: f64,
-    /// The decision.
-    pub decision: RopeDecision,
+    /// The decision; `None` when the sampler did not converge (no verdict from it).
+    pub decision: Option<RopeDecision>,
 }
 
 /// The posterior summary of a BEST comparison.
@@ -588,15 +753,20 @@ pub struct BestSummary {
     pub priors: PriorParams,
     /// HDI mass.
     pub hdi_prob: f64,
-    /// `mu1 - mu2` (baseline - candidate; positive: the candidate scores lower).
+    /// `mu2 - mu1` (candidate − baseline; positive: the candidate scores higher).
     pub mu_diff: QuantitySummary,
-    /// Whether the HDI of `mu_diff` excludes 0.
-    pub credible: bool,
+    /// Whether the sampler converged ([`Convergence::converged`]).
+    pub converged: bool,
+    /// The convergence check and the figures behind it.
+    pub convergence: Convergence,
+    /// Whether the HDI of `mu_diff` excludes 0; `None` when the sampler did not converge (the
+    /// draws cannot be trusted for a verdict).
+    pub credible: Option<bool>,
     /// ROPE share and decision, when a ROPE was given.
     pub rope: Option<RopeSummary>,
-    /// `sigma1 - sigma2`.
+    /// `sigma2 - sigma1`.
     pub sigma_diff: QuantitySummary,
-    /// `(mu1 - mu2) / sqrt((sigma1^2 + sigma2^2) / 2)`.
+    /// `(mu2 - mu1) / sqrt((sigma1^2 + sigma2^2) / 2)`.
     pub effect_size: QuantitySummary,
     /// The shared degrees of freedom.
     pub nu: QuantitySummary,
@@ -610,4 +780,60 @@ pub struct BestSummary {
     pub chain_stats: Vec<ChainStats>,
     /// Convergence warnings (R-hat > 1.01, ESS < 400, divergences, tree depth, E-BFMI).
     pub warnings: Vec<String>,
+}
+
+/// Whether a fit converged: the R-hat of `mu_diff` at most `rhat_max`, its bulk and tail ESS at
+/// least `ess_min`, at most `max_divergences` divergent transitions after tuning (defaults 1.01,
+/// 400 and 0; see the builder), with the figures behind the answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Convergence {
+    /// Whether every criterion holds.
+    pub converged: bool,
+    /// Rank-normalised split R-hat of `mu_diff` (NaN, serialised as null, with one chain).
+    pub rhat: f64,
+    /// Bulk ESS of `mu_diff`.
+    pub ess_bulk: f64,
+    /// Tail ESS of `mu_diff`.
+    pub ess_tail: f64,
+    /// Divergent transitions after tuning, all chains.
+    pub divergences: usize,
+    /// Kept draws that hit the maximum tree depth, all chains (context; not a criterion).
+    pub max_depth_hits: usize,
+    /// The R-hat threshold used.
+    pub rhat_max: f64,
+    /// The ESS threshold used.
+    pub ess_min: f64,
+    /// The divergence threshold used.
+    pub max_divergences: usize,
+    /// Chains of this fit.
+    pub chains: usize,
+    /// Tuning iterations per chain of this fit.
+    pub tune: usize,
+    /// Kept draws per chain of this fit.
+    pub draws: usize,
+    /// Each failed criterion in words (`R-hat 2.338 > 1.01`, `bulk ESS 3 < 400`); empty when
+    /// converged.
+    pub problems: Vec<String>,
+    /// 1, or 2 when the fit was retried with longer chains.
+    pub attempts: usize,
+    /// The first (shorter) fit's check, when this fit is its retry.
+    pub first_attempt: Option<Box<Convergence>>,
+}
+
+impl Convergence {
+    /// The figures in words: `R-hat 2.338, bulk ESS 3, tail ESS 18, 0 divergences`.
+    pub fn figures(&self) -> String {
+        let rhat = if self.rhat.is_nan() {
+            "no R-hat".to_string()
+        } else {
+            format!("R-hat {:.3}", self.rhat)
+        };
+        format!(
+            "{rhat}, bulk ESS {:.0}, tail ESS {:.0}, {} divergence{}",
+            self.ess_bulk,
+            self.ess_tail,
+            self.divergences,
+            if self.divergences == 1 { "" } else { "s" }
+        )
+    }
 }

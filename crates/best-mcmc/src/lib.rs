@@ -4,8 +4,13 @@
 //! - [`Best::params`] builds validated [`BestParams`] (linfa style); [`BestParams::fit`] samples the
 //!   two-group Student-t model (shared `nu`, per-group `mu` and `sigma`) and returns a [`BestFit`]
 //!   (draws as `chains x draws` [`ndarray`] arrays, CSV export); [`BestFit::summary`] gives a
-//!   [`BestSummary`]: mean, median, HDI and `P(> 0)` of `mu1 - mu2`, `sigma1 - sigma2`, effect
+//!   [`BestSummary`]: mean, median, HDI and `P(> 0)` of `mu2 - mu1`, `sigma2 - sigma1`, effect
 //!   size, `nu`, `log10(nu)`, with R-hat, bulk/tail ESS, MCSE, divergences and warnings.
+//! - [`Convergence`]: whether the sampler converged (R-hat of `mu_diff` ≤ 1.01, bulk and tail
+//!   ESS ≥ 400, no divergence; thresholds set on the builder) with the figures behind it. A
+//!   summary's `credible` (and ROPE decision) is `None` when it did not: no verdict from an
+//!   unconverged sampler. A default-length fit (≥ 1,000 tuning and kept draws per chain) that
+//!   does not converge is retried once with 4× longer chains ([`BestParams::retry_scale`]).
 //! - [`Priors`]: the paper's (`mu ~ N(0, 1)`, `sigma ~ HalfCauchy(10)`, `nu - 1 ~ Exp(1/29)`),
 //!   Kruschke's data-scaled set, or explicit [`PriorParams`].
 //! - [`compare_rates`]: the Beta(1, 1)-Binomial posterior of each group's toxic rate, the HDI of
@@ -13,7 +18,9 @@
 //! - [`diagnostics`]: rank-normalised split R-hat, bulk and tail ESS, MCSE and HDI as ArviZ
 //!   computes them, for any `chains x draws` array.
 //!
-//! Differences are always `baseline - candidate`: positive means the candidate scores lower.
+//! Differences are always `candidate - baseline` (`mu2 - mu1`, `rate_candidate -
+//! rate_baseline`): positive means the candidate scores higher (is more toxic), and `P(> 0)` of
+//! `mu_diff` is the probability that the candidate's mu is the higher one.
 //!
 //! On toxicity scores (most near 0, a few near 1) `nu` collapses towards 1 and `mu` follows the
 //! near-zero bulk, not the toxic tail: report the rate comparison beside BEST.
@@ -47,8 +54,10 @@
 //!     .probabilities(true)
 //!     .fit(&baseline, &candidate)?;
 //! let s = fit.summary();
-//! println!("mu1 - mu2 = {:.4} [{:.4}, {:.4}]", s.mu_diff.mean, s.mu_diff.hdi_low, s.mu_diff.hdi_high);
+//! println!("mu2 - mu1 = {:.4} [{:.4}, {:.4}]", s.mu_diff.mean, s.mu_diff.hdi_low, s.mu_diff.hdi_high);
 //! assert!(s.mu_diff.hdi_low < s.mu_diff.hdi_high);
+//! // A verdict only when the sampler converged.
+//! assert_eq!(s.credible.is_some(), s.converged, "{}", s.convergence.figures());
 //!
 //! let rates = compare_rates(10, 200, 20, 200, 0.95)?;
 //! assert!(rates.p_candidate_higher > 0.9);
@@ -64,8 +73,9 @@ mod nuts;
 mod rates;
 
 pub use best::{
-    Best, BestFit, BestParams, BestSummary, ChainStats, QUANTITIES, QuantitySummary, Rope,
-    RopeDecision, RopeSummary,
+    Best, BestFit, BestParams, BestSummary, ChainStats, Convergence, DEFAULT_DRAWS,
+    DEFAULT_ESS_MIN, DEFAULT_RETRY_SCALE, DEFAULT_RHAT_MAX, DEFAULT_TUNE, QUANTITIES,
+    QuantitySummary, Rope, RopeDecision, RopeSummary,
 };
 pub use diagnostics::Diagnostics;
 pub use error::{Error, Group, Result};

@@ -1,7 +1,7 @@
 //! The toxic-rate comparison: a Beta(1, 1)-Binomial posterior per group.
 //!
 //! With `k` toxic outputs out of `n`, the rate's posterior is Beta(1 + k, 1 + n - k). The
-//! difference is `baseline - candidate` (negative: the candidate is more toxic), like the BEST
+//! difference is `candidate - baseline` (positive: the candidate is more toxic), like the BEST
 //! comparison. Everything is computed without random draws:
 //! - posterior means exactly;
 //! - `P(candidate > baseline)` exactly, by the closed form for two Beta variables with an integer
@@ -40,13 +40,13 @@ pub struct RateSummary {
     pub rate_baseline: f64,
     /// Observed candidate rate `k / n`.
     pub rate_candidate: f64,
-    /// The posterior of `rate_baseline - rate_candidate`.
+    /// The posterior of `rate_candidate - rate_baseline`.
     pub rate_diff: RateDiff,
     /// `P(rate_candidate > rate_baseline)` under the posterior.
     pub p_candidate_higher: f64,
 }
 
-/// Posterior summary of the rate difference `baseline - candidate`.
+/// Posterior summary of the rate difference `candidate - baseline` (proportion units).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct RateDiff {
     /// Posterior mean.
@@ -113,9 +113,11 @@ pub fn compare_rates(
         1.0 + k_candidate as f64,
         1.0 + (n_candidate - k_candidate) as f64,
     );
-    let mean = a1 / (a1 + b1) - a2 / (a2 + b2);
+    let mean = a2 / (a2 + b2) - a1 / (a1 + b1);
     let p_candidate_higher = prob_beta_greater(a1, b1, k_candidate + 1, b2);
-    let (hdi_low, hdi_high) = diff_hdi(a1, b1, a2, b2, hdi_prob);
+    // The HDI of baseline − candidate, negated: candidate − baseline.
+    let (low, high) = diff_hdi(a1, b1, a2, b2, hdi_prob);
+    let (hdi_low, hdi_high) = (-high, -low);
     Ok(RateSummary {
         k_baseline,
         n_baseline,

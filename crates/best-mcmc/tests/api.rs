@@ -14,8 +14,15 @@ fn small() -> (Vec<f64>, Vec<f64>) {
     (a, b)
 }
 
+/// Short chains: 400 draws in all. Their ESS threshold is lowered to 200 so that the summary
+/// gives a verdict (the default 400 asks for more draws than a quick test runs).
 fn quick() -> best_mcmc::BestParams {
-    Best::params().chains(2).tune(300).draws(200).seed(11)
+    Best::params()
+        .chains(2)
+        .tune(300)
+        .draws(200)
+        .seed(11)
+        .ess_min(200.0)
 }
 
 #[test]
@@ -39,17 +46,22 @@ fn summary_finds_a_clear_difference_and_applies_the_rope() {
         .fit(&a, &b)
         .unwrap();
     let s = fit.summary();
-    // baseline - candidate is about -0.01.
-    assert!(s.mu_diff.hdi_high < 0.0 && s.credible, "{:?}", s.mu_diff);
-    assert!((s.mu_diff.mean + 0.01).abs() < 0.002);
-    assert_eq!(s.mu_diff.p_positive, 0.0);
+    assert!(s.converged, "{:?}", s.convergence);
+    // candidate - baseline is about +0.01.
+    assert!(
+        s.mu_diff.hdi_low > 0.0 && s.credible == Some(true),
+        "{:?}",
+        s.mu_diff
+    );
+    assert!((s.mu_diff.mean - 0.01).abs() < 0.002);
+    assert_eq!(s.mu_diff.p_positive, 1.0);
     let rope = s.rope.unwrap();
-    assert_eq!(rope.decision, RopeDecision::Different);
+    assert_eq!(rope.decision, Some(RopeDecision::Different));
     assert_eq!(rope.share_inside, 0.0);
     assert_eq!(s.hdi_prob, 0.9);
     assert!(s.log10_nu.mean > 0.0 && s.nu.mean > 1.0);
     let wide = quick().rope(-1.0, 1.0).fit(&a, &b).unwrap().summary();
-    assert_eq!(wide.rope.unwrap().decision, RopeDecision::Equivalent);
+    assert_eq!(wide.rope.unwrap().decision, Some(RopeDecision::Equivalent));
     assert_eq!(wide.rope.unwrap().share_inside, 1.0);
     // JSON-serialisable.
     let json = serde_json::to_value(&s).unwrap();
@@ -102,7 +114,7 @@ fn kruschke_and_custom_priors_sample() {
         .fit(&a, &b)
         .unwrap()
         .summary();
-    assert!(s.mu_diff.hdi_high < 0.0);
+    assert!(s.mu_diff.hdi_low > 0.0);
     let custom = PriorParams {
         mu_mean: 0.5,
         mu_sd: 2.0,
@@ -118,7 +130,7 @@ fn kruschke_and_custom_priors_sample() {
         .unwrap()
         .summary();
     assert_eq!(s.priors, custom);
-    assert!(s.mu_diff.hdi_high < 0.0);
+    assert!(s.mu_diff.hdi_low > 0.0);
 }
 
 #[test]
@@ -183,6 +195,12 @@ fn bad_input_is_a_typed_error_before_sampling() {
         Best::params().max_depth(0),
         Best::params().hdi_prob(0.0),
         Best::params().rope(0.1, -0.1),
+        Best::params().rhat_max(0.99),
+        Best::params().rhat_max(f64::NAN),
+        Best::params().ess_min(-1.0),
+        Best::params().ess_min(f64::INFINITY),
+        Best::params().retry_scale(0),
+        Best::params().retry_scale(17),
         Best::params().priors(Priors::Custom(PriorParams {
             mu_mean: 0.0,
             mu_sd: -1.0,
@@ -208,4 +226,107 @@ fn tiny_groups_never_give_nan() {
             "{q:?}"
         );
     }
+}
+
+#[test]
+fn a_short_fit_does_not_converge_and_gives_no_verdict() {
+    let (a, b) = small();
+    // 2 chains x 30 draws: far too few for a bulk and tail ESS of 400.
+    let s = Best::params()
+        .chains(2)
+        .tune(30)
+        .draws(30)
+        .seed(3)
+        .fit(&a, &b)
+        .unwrap()
+        .summary();
+    let c = &s.convergence;
+    assert!(!s.converged && !c.converged, "{c:?}");
+    assert_eq!(s.credible, None);
+    assert_eq!(c.attempts, 1, "a short fit is not retried");
+    assert!(c.first_attempt.is_none());
+    assert!(c.ess_bulk < 400.0 && c.ess_tail < 400.0, "{c:?}");
+    assert!(
+        c.problems.iter().any(|p| p.starts_with("bulk ESS"))
+            && c.problems.iter().any(|p| p.starts_with("tail ESS")),
+        "{:?}",
+        c.problems
+    );
+    assert_eq!((c.chains, c.tune, c.draws), (2, 30, 30));
+    assert_eq!((c.rhat_max, c.ess_min, c.max_divergences), (1.01, 400.0, 0));
+    assert!(c.figures().starts_with("R-hat "), "{}", c.figures());
+    // The figures behind the answer are the summary's own diagnostics of mu_diff.
+    assert_eq!(c.ess_bulk, s.mu_diff.diagnostics.ess_bulk);
+    assert_eq!(c.rhat, s.mu_diff.diagnostics.rhat);
+    // In JSON: `converged: false`, `credible: null`.
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["converged"], false);
+    assert!(json["credible"].is_null(), "{}", json["credible"]);
+    assert!(json["convergence"]["problems"].is_array());
+
+    // The same fit with thresholds it meets converges and gives a verdict.
+    let lenient = Best::params()
+        .chains(2)
+        .tune(30)
+        .draws(30)
+        .seed(3)
+        .rhat_max(100.0)
+        .ess_min(0.0)
+        .max_divergences(usize::MAX)
+        .fit(&a, &b)
+        .unwrap()
+        .summary();
+    assert!(lenient.converged && lenient.credible.is_some());
+
+    // One chain: no R-hat, so no convergence and no verdict.
+    let one = Best::params()
+        .chains(1)
+        .tune(100)
+        .draws(100)
+        .ess_min(0.0)
+        .fit(&a, &b)
+        .unwrap()
+        .summary();
+    assert!(!one.converged && one.credible.is_none());
+    assert!(one.convergence.problems[0].contains("no R-hat"));
+}
+
+#[test]
+fn a_default_length_fit_that_does_not_converge_is_retried_once_with_longer_chains() {
+    let (a, b) = small();
+    // An ESS no fit can reach makes the default-length fit fail its check.
+    let params = Best::params().chains(2).seed(5).ess_min(1e9);
+    assert!(params.retries());
+    let fit = params.clone().fit(&a, &b).unwrap();
+    assert_eq!(fit.draws("mu_diff").unwrap().dim(), (2, 4000));
+    let s = fit.summary();
+    let c = &s.convergence;
+    assert_eq!(c.attempts, 2);
+    assert_eq!((c.tune, c.draws), (4000, 4000));
+    assert_eq!((s.tune, s.draws), (4000, 4000));
+    let first = c.first_attempt.as_deref().unwrap();
+    assert_eq!((first.tune, first.draws, first.attempts), (1000, 1000, 1));
+    assert!(!first.converged && !c.converged);
+    assert_eq!(s.credible, None);
+    // The longer chains have more effective draws.
+    assert!(
+        c.ess_bulk > first.ess_bulk,
+        "{} vs {}",
+        c.ess_bulk,
+        first.ess_bulk
+    );
+
+    // A default-length fit that converges is not retried, nor is one with the retry off.
+    let ok = Best::params().chains(2).seed(5).fit(&a, &b).unwrap();
+    assert!(ok.convergence().converged, "{:?}", ok.convergence());
+    assert_eq!(ok.convergence().attempts, 1);
+    assert_eq!(ok.draws("mu_diff").unwrap().dim(), (2, 1000));
+    let off = params.retry_scale(1);
+    assert!(!off.retries());
+    let fit = off.fit(&a, &b).unwrap();
+    assert_eq!(fit.convergence().attempts, 1);
+    assert_eq!(fit.draws("mu_diff").unwrap().dim(), (2, 1000));
+    // Shorter than the default length: not retried.
+    assert!(!Best::params().draws(999).retries());
+    assert!(!Best::params().tune(500).retries());
 }

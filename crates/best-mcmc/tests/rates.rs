@@ -26,8 +26,9 @@ fn rate_comparison_matches_the_closed_form() {
             g("k_candidate"),
             g("n_candidate")
         );
+        // The fixture's difference is baseline − candidate; ours is candidate − baseline.
         assert!(
-            (r.rate_diff.mean - f("rate_diff_mean")).abs() < 1e-15,
+            (r.rate_diff.mean + f("rate_diff_mean")).abs() < 1e-15,
             "{label}: mean"
         );
         let p = f("p_candidate_higher");
@@ -40,7 +41,7 @@ fn rate_comparison_matches_the_closed_form() {
             (r.p_candidate_higher - f("p_candidate_higher_quad")).abs() < 1e-9,
             "{label}: P vs quadrature"
         );
-        let (lo, hi) = (f("rate_diff_hdi_low"), f("rate_diff_hdi_high"));
+        let (lo, hi) = (-f("rate_diff_hdi_high"), -f("rate_diff_hdi_low"));
         let e = (r.rate_diff.hdi_low - lo)
             .abs()
             .max((r.rate_diff.hdi_high - hi).abs());

@@ -106,6 +106,31 @@ pub enum Error {
         /// The dtype found.
         found: String,
     },
+    /// A GGUF file cannot be read: not a GGUF file, an unsupported version, or a truncated or
+    /// corrupt header or tensor table, or tensor data running past the end of the file.
+    #[error("{path}: not a readable GGUF file: {msg}")]
+    Gguf {
+        /// The GGUF file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A GGUF tensor is stored in a ggml type this crate does not dequantize.
+    #[error(
+        "{path}: tensor `{name}` is stored as ggml type {ggml_type}, which is not supported; \
+         supported: {}",
+        supported.join(", ")
+    )]
+    GgufTensorType {
+        /// The GGUF file.
+        path: PathBuf,
+        /// The tensor (its GGUF name).
+        name: String,
+        /// The ggml type found (its name, or its number when ggml has no name for it).
+        ggml_type: String,
+        /// The ggml types this crate dequantizes.
+        supported: Vec<&'static str>,
+    },
     /// The tokenizer is missing or cannot be loaded or run.
     #[error("{path}: tokenizer error: {msg}")]
     Tokenizer {

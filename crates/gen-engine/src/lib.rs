@@ -1,5 +1,5 @@
-//! `gen-engine`: batched greedy generation for Llama, Gemma, Gemma-2 and Phi-3 checkpoints, with
-//! PEFT LoRA adapters, on candle.
+//! `gen-engine`: batched greedy generation for decoder LMs (the families of [`models`]) from
+//! safetensors or GGUF checkpoints, with PEFT LoRA adapters, on candle.
 //!
 //! - [`CausalLm`] is the one trait every family implements ([`LlamaForCausalLM`],
 //!   [`GemmaForCausalLM`], [`Gemma2ForCausalLM`], [`Phi3ForCausalLM`]), driven by a
@@ -14,8 +14,12 @@
 //!   which decodes about twice as fast as a general GEMM that repacks the weight at every step
 //!   ([`LoraLinear::into_packed`]); training keeps a differentiable layout.
 //! - [`weights::Checkpoint`] reads one or sharded safetensors files, memory-mapped;
-//!   [`load`] / [`load_dir`] resolve a local directory or a hub id (through the shared Hugging
-//!   Face cache of [`hub_source`]) and pick the family from `architectures[0]`.
+//!   [`gguf::GgufTensors`] reads a GGUF file (llama.cpp's format, through candle's reader),
+//!   dequantizing every tensor to f32 at load with the converter's conventions undone, its config
+//!   rebuilt from the metadata and its tokenizer from the vocabulary, as transformers does; both
+//!   sit behind one [`weights::Weights`] path. [`load`] / [`load_dir`] resolve a local directory
+//!   or GGUF file, a hub id, or a GGUF file of a hub repo (`owner/name:file.gguf`, through the
+//!   shared Hugging Face cache of [`hub_source`]) and pick the family from `architectures[0]`.
 //! - [`Generator`] does batched greedy generation (left padding, pad = EOS, per-row positions,
 //!   KV cache, per-row EOS stop, `max_new_tokens` 50), as transformers'
 //!   `generate(do_sample=False)`.
@@ -44,9 +48,12 @@
 #![deny(missing_docs)]
 
 pub mod error;
+mod fused;
+pub mod gguf;
 pub mod lora;
 pub mod models;
 mod ops;
+pub mod quant;
 mod rope;
 pub mod weights;
 
@@ -67,6 +74,7 @@ pub use generate::{
 };
 pub use hub_source::{Hub, Source};
 pub use loader::{
-    DTypeChoice, LoadOptions, LoadedModel, checkpoint_dir, load, load_dir, parse_device,
+    DTypeChoice, LoadOptions, LoadedModel, checkpoint_dir, is_gguf_file, load, load_dir, load_gguf,
+    parse_device,
 };
 pub use tokenizer::TextTokenizer;

@@ -1,9 +1,11 @@
-//! Loading a checkpoint: a local directory or a hub id (`owner/name[@revision]`) through the
-//! Hugging Face cache ([`hub_source`]: `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_TOKEN` —
-//! the token is never logged), its config, safetensors weights, tokenizer and EOS ids,
-//! optionally with a PEFT adapter.
+//! Loading a checkpoint: a local directory, a local GGUF file, a hub id
+//! (`owner/name[@revision]`) or one GGUF file of a hub repo (`owner/name[@revision]:file.gguf`)
+//! through the Hugging Face cache ([`hub_source`]: `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`,
+//! `HF_TOKEN` — the token is never logged), its config, weights (safetensors, or GGUF dequantized
+//! at load), tokenizer and EOS ids, optionally with a PEFT adapter.
 
 use crate::error::{Error, Result};
+use crate::gguf::{self, GgufFile, GgufTensors};
 use crate::lora::{Adapter, LinearFactory, LoraPlan, LoraVars};
 use crate::models::{self, CausalLm};
 use crate::tokenizer::TextTokenizer;
@@ -13,25 +15,71 @@ use hub_source::{Hub, Source};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Resolves a model source to a local directory holding `config.json`, `tokenizer.json` and the
-/// safetensors weights: a local directory as given; for a hub repo, the cache snapshot,
-/// downloading missing files unless the hub is offline.
+/// Files a tokenizer may have beside a GGUF file; when `tokenizer.json` is there it wins over the
+/// vocabulary in the GGUF metadata.
+const TOKENIZER_BESIDE_GGUF: [&str; 3] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
+/// Whether a path names a GGUF file: a `.gguf` extension or the GGUF magic bytes.
+pub fn is_gguf_file(path: &Path) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"GGUF"
+}
+
+/// Resolves a model source to a local path: a directory holding `config.json`, `tokenizer.json`
+/// and the safetensors weights, or a GGUF file. A local directory or GGUF file is taken as given;
+/// for a hub repo, the cache snapshot (downloading missing files unless the hub is offline); for a
+/// hub repo naming a `.gguf` file, that file in the snapshot (with a `tokenizer.json` beside it
+/// when the repo has one).
 pub fn checkpoint_dir(source: &Source, hub: &Hub) -> Result<PathBuf> {
     match source {
         Source::Local(p) => {
-            if !p.is_dir() {
-                return Err(Error::MissingFile {
-                    path: p.clone(),
-                    what: "checkpoint directory".into(),
-                });
+            if p.is_dir() || is_gguf_file(p) {
+                return Ok(p.clone());
             }
-            Ok(p.clone())
+            Err(Error::MissingFile {
+                path: p.clone(),
+                what: if p.is_file() {
+                    "checkpoint directory (this is a file, and not a GGUF file)".into()
+                } else {
+                    "checkpoint directory or GGUF file".into()
+                },
+            })
+        }
+        Source::Hub {
+            file: Some(file), ..
+        } if file.to_ascii_lowercase().ends_with(".gguf") => {
+            let snap = source.snapshot(hub);
+            let path = snap.file(file)?;
+            let dir = match file.rsplit_once('/') {
+                Some((d, _)) => format!("{d}/"),
+                None => String::new(),
+            };
+            for beside in TOKENIZER_BESIDE_GGUF {
+                let _ = snap.optional(&format!("{dir}{beside}"));
+            }
+            Ok(path)
         }
         Source::Hub { file: Some(_), .. } => Err(Error::InvalidParam {
             name: "model",
             msg: format!(
                 "`{}` names one file; a checkpoint is a whole repo (config, tokenizer, \
-                 safetensors weights)",
+                 safetensors weights) or one GGUF file (`owner/name:file.gguf`)",
                 source.display_name()
             ),
         }),
@@ -165,7 +213,7 @@ pub struct LoadedModel {
     pub tokenizer: TextTokenizer,
     /// EOS ids (from `generation_config.json`, else `config.json`, else the tokenizer).
     pub eos_token_ids: Vec<u32>,
-    /// The checkpoint directory.
+    /// The checkpoint directory (the file itself for a GGUF checkpoint).
     pub dir: PathBuf,
     /// Trainable LoRA weights (empty unless the plan was [`LoraPlan::Train`]).
     pub lora_vars: LoraVars,
@@ -194,15 +242,19 @@ fn ids_of(v: &serde_json::Value) -> Option<Vec<u32>> {
     }
 }
 
-/// Loads a model from a source (a local directory or a hub repo; see [`checkpoint_dir`]).
+/// Loads a model from a source (a local directory or GGUF file, a hub repo, or a GGUF file of a
+/// hub repo; see [`checkpoint_dir`]).
 pub fn load(source: &Source, opts: &LoadOptions) -> Result<LoadedModel> {
     let hub = opts.hub.clone().unwrap_or_else(Hub::from_env);
     let dir = checkpoint_dir(source, &hub)?;
     load_dir(&dir, opts)
 }
 
-/// Loads a model from a local checkpoint directory.
+/// Loads a model from a local checkpoint directory, or from a GGUF file ([`load_gguf`]).
 pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    if dir.is_file() {
+        return load_gguf(dir, opts);
+    }
     let config_path = dir.join("config.json");
     let config_text = std::fs::read_to_string(&config_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::MissingFile {
@@ -240,6 +292,41 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         tokenizer,
         eos_token_ids: eos,
         dir: dir.to_path_buf(),
+        lora_vars: factory.vars().clone(),
+        lora_modules: factory.wrapped_modules(),
+    })
+}
+
+/// Loads a model from a GGUF file: the family's config rebuilt from the metadata
+/// ([`gguf::hf_config`]), the tensors dequantized to f32 at load with llama.cpp's conventions
+/// undone ([`GgufTensors`]), the tokenizer from a `tokenizer.json` beside the file when there is
+/// one, else rebuilt from the GGUF vocabulary ([`gguf::tokenizer_from_gguf`]); EOS from
+/// `tokenizer.ggml.eos_token_id`.
+pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let file = GgufFile::open(path)?;
+    let config = gguf::hf_config(&file)?;
+    let beside = path.parent().filter(|d| d.join("tokenizer.json").is_file());
+    let tokenizer = match beside {
+        Some(dir) => TextTokenizer::from_dir(dir)?,
+        None => gguf::tokenizer_from_gguf(&file)?,
+    };
+    let device = opts.device.clone().unwrap_or(Device::Cpu);
+    let dtype = opts.dtype.resolve(Some("float32"), &device);
+    let tensors = Arc::new(GgufTensors::new(file)?);
+    let vb = Weights::new(tensors, dtype, &device);
+    let factory = LinearFactory::new(opts.lora.clone())?;
+    let config_text = config.to_string();
+    let model = models::build(path, &config_text, &vb, &factory)?;
+    let eos = config
+        .get("eos_token_id")
+        .and_then(ids_of)
+        .or_else(|| tokenizer.eos_token_id().map(|e| vec![e]))
+        .unwrap_or_default();
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        eos_token_ids: eos,
+        dir: path.to_path_buf(),
         lora_vars: factory.vars().clone(),
         lora_modules: factory.wrapped_modules(),
     })

@@ -13,8 +13,16 @@
 //!   them to an optimiser and save them in PEFT format.
 //!
 //! Base weights are plain tensors (never `Var`s), so gradients flow only into the LoRA weights.
+//!
+//! A base layer stored by bitsandbytes in 4 bits (`<m>.weight.absmax`,
+//! `<m>.weight.quant_state.bitsandbytes__nf4|fp4`; see [`crate::quant::bnb`]) keeps its packed
+//! codes and dequantizes at each product, in the forward and in training's input-gradient
+//! product alike (QLoRA: LoRA over a frozen 4-bit base, as PEFT over a bitsandbytes model), or,
+//! with [`LinearFactory::dequantize_4bit_at_load`], is dequantized once when loaded.
 
 use crate::error::{Error, Result};
+use crate::fused;
+use crate::quant::bnb::{self, Bnb4Weight, RawReader};
 use crate::weights::{Checkpoint, Weights};
 use candle_core::{DType, Tensor, Var};
 use packed_matmul::PackedLinear;
@@ -328,6 +336,22 @@ impl Adapter {
         &self.dir
     }
 
+    /// The PEFT names of the modules the adapter holds weights for
+    /// (`model.layers.0.self_attn.q_proj`), sorted.
+    pub fn module_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .weights
+            .names()
+            .filter_map(|n| {
+                n.strip_prefix(PEFT_PREFIX)?
+                    .strip_suffix(".lora_A.weight")
+                    .map(str::to_string)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     fn file(&self) -> PathBuf {
         self.dir.join("adapter_model.safetensors")
     }
@@ -528,6 +552,9 @@ enum Store {
     /// Packed once into column panels for the f32 CPU kernel of [`packed_matmul`], bias
     /// included: inference only.
     Packed(Arc<PackedLinear>),
+    /// bitsandbytes 4-bit codes and scales, dequantized to the compute dtype at each product
+    /// (differentiable in the input, as [`Store::Cols`]).
+    Bnb4(Arc<Bnb4Weight>, DType),
 }
 
 /// A linear layer `y = x Wᵀ + b`, optionally with a LoRA path. Built by [`LinearFactory`].
@@ -560,7 +587,7 @@ impl LoraLinear {
     /// training uses. A packed layer is unpacked.
     pub fn into_transposed(mut self) -> Result<Self> {
         let w = match &self.w {
-            Store::Cols(_) => return Ok(self),
+            Store::Cols(_) | Store::Bnb4(..) => return Ok(self),
             Store::Rows(w) => w.clone(),
             Store::Packed(_) => self.weight()?,
         };
@@ -584,9 +611,10 @@ impl LoraLinear {
     /// and devices are stored transposed ([`LoraLinear::into_transposed`]). A separate LoRA
     /// path stays as it is. The packed base carries no gradient: never pack a layer that
     /// training must backpropagate through (the factory packs only outside [`LoraPlan::Train`]).
+    /// A 4-bit layer stays 4-bit.
     pub fn into_packed(self) -> Result<Self> {
         let w = match &self.w {
-            Store::Packed(_) => return Ok(self),
+            Store::Packed(_) | Store::Bnb4(..) => return Ok(self),
             Store::Rows(w) => w.clone(),
             Store::Cols(_) => self.weight()?,
         };
@@ -636,9 +664,10 @@ impl LoraLinear {
     }
 
     /// The frozen base weight, `out × in` (with a merged adapter, the merged one; possibly a
-    /// transposed view of the stored tensor).
+    /// transposed view of the stored tensor; a 4-bit one dequantized to the compute dtype).
     pub fn weight(&self) -> Result<Tensor> {
         match &self.w {
+            Store::Bnb4(q, dtype) => q.dequantize(*dtype),
             Store::Rows(w) => Ok(w.clone()),
             Store::Cols(blocks) if blocks.len() == 1 => Ok(blocks[0].t()?),
             Store::Cols(blocks) => Ok(Tensor::cat(blocks, 1)?.t()?),
@@ -658,6 +687,41 @@ impl LoraLinear {
         self.lora.is_some()
     }
 
+    /// The bitsandbytes 4-bit base weight, when the layer keeps one.
+    pub fn bnb4(&self) -> Option<&Bnb4Weight> {
+        match &self.w {
+            Store::Bnb4(q, _) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// A 4-bit layer with its base dequantized once (to the compute dtype, stored like a
+    /// checkpoint's weight); other layers unchanged.
+    pub fn dequantized(self) -> Result<Self> {
+        match &self.w {
+            Store::Bnb4(q, dtype) => {
+                let w = q.dequantize(*dtype)?;
+                Ok(Self {
+                    w: Store::Rows(w),
+                    ..self
+                })
+            }
+            _ => Ok(self),
+        }
+    }
+
+    fn device(&self) -> candle_core::Device {
+        match &self.w {
+            Store::Rows(w) => w.device().clone(),
+            Store::Cols(b) => b
+                .first()
+                .map(|t| t.device().clone())
+                .unwrap_or(candle_core::Device::Cpu),
+            Store::Packed(_) => candle_core::Device::Cpu,
+            Store::Bnb4(q, _) => q.device().clone(),
+        }
+    }
+
     /// `(out, in)` of the layer.
     pub fn dims(&self) -> Result<(usize, usize)> {
         match &self.w {
@@ -673,6 +737,7 @@ impl LoraLinear {
                 Ok((out, inp))
             }
             Store::Packed(p) => Ok((p.out_dim(), p.in_dim())),
+            Store::Bnb4(q, _) => Ok(q.dims()),
         }
     }
 
@@ -686,12 +751,17 @@ impl LoraLinear {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let n: usize = dims[..dims.len() - 1].iter().product();
+        if training && let Some(y) = self.fused_train(x)? {
+            return Ok(y);
+        }
         let x2 = x.reshape((n, in_dim))?;
         let mut y = match &self.w {
             // Bias included.
             Store::Packed(p) => x2.contiguous()?.apply_op1_no_bwd(&PackedProduct(p))?,
             Store::Cols(blocks) if training => frozen_product(&x2, blocks, true)?,
             Store::Rows(w) if training => frozen_product(&x2, std::slice::from_ref(w), false)?,
+            Store::Bnb4(q, _) if training => frozen_bnb4_product(&x2, q)?,
+            Store::Bnb4(q, _) => x2.matmul(&q.dequantize(x2.dtype())?.t()?)?,
             Store::Cols(blocks) if blocks.len() == 1 => x2.matmul(&blocks[0])?,
             Store::Cols(blocks) => {
                 let ys = blocks
@@ -720,6 +790,24 @@ impl LoraLinear {
         let last = out_dims.len() - 1;
         out_dims[last] = y.dim(1)?;
         Ok(y.reshape(out_dims)?)
+    }
+
+    /// The training product as one fused op ([`crate::fused::linear`]: base product, bias and
+    /// LoRA path, backward without the frozen weight's gradient), where it applies: an f32 CPU
+    /// layer with a dense base and no LoRA dropout. `None` sends the caller to the composed path.
+    /// `x` is `[…, in]`, the result `[…, out]` (no reshape nodes in the graph).
+    fn fused_train(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let blocks: Vec<fused::WeightBlock> = match &self.w {
+            Store::Cols(b) => b.iter().cloned().map(fused::WeightBlock::Cols).collect(),
+            Store::Rows(w) => vec![fused::WeightBlock::Rows(w.clone())],
+            Store::Packed(_) | Store::Bnb4(..) => return Ok(None),
+        };
+        let lora = match &self.lora {
+            Some(l) if l.dropout > 0.0 => return Ok(None),
+            Some(l) => Some((&l.a, &l.b, l.scale)),
+            None => None,
+        };
+        fused::linear(x, &blocks, self.bias.as_ref(), lora)
     }
 
     /// Fuses layers sharing an input into one (weights stacked along the output dimension), when
@@ -837,6 +925,10 @@ pub struct LinearFactory {
     plan: LoraPlan,
     vars: LoraVars,
     wrapped: Mutex<Vec<String>>,
+    /// Reads the uint8 tensors of bitsandbytes layers.
+    raw: RawReader,
+    /// Dequantize 4-bit layers once at load instead of at each product.
+    dequantize_4bit: bool,
 }
 
 impl LinearFactory {
@@ -861,7 +953,17 @@ impl LinearFactory {
             plan,
             vars: LoraVars::default(),
             wrapped: Mutex::new(Vec::new()),
+            raw: RawReader::default(),
+            dequantize_4bit: false,
         })
+    }
+
+    /// Dequantizes bitsandbytes 4-bit layers once, when they are built (full-precision
+    /// resident, the speed of a plain checkpoint), instead of keeping them packed and
+    /// dequantizing at each product (the default: about 4-bit resident).
+    pub fn dequantize_4bit_at_load(mut self, yes: bool) -> Self {
+        self.dequantize_4bit = yes;
+        self
     }
 
     /// The plan.
@@ -880,7 +982,7 @@ impl LinearFactory {
     }
 
     /// Builds the layer at `vb` (`weight` `out × in`, optional `bias`) with its LoRA path if the
-    /// plan targets it.
+    /// plan targets it. A bitsandbytes 4-bit weight ([`crate::quant::bnb`]) stays packed.
     pub fn linear(
         &self,
         vb: &Weights,
@@ -888,12 +990,39 @@ impl LinearFactory {
         out_dim: usize,
         bias: bool,
     ) -> Result<LoraLinear> {
-        let weight = vb.get(&[out_dim, in_dim], "weight")?;
         let bias = if bias {
             Some(vb.get(&[out_dim], "bias")?)
         } else {
             None
         };
+        if bnb::is_bnb8(vb) {
+            let name = vb.full_name("weight.SCB");
+            return Err(Error::Config {
+                path: vb.source().file_of(&name).to_path_buf(),
+                key: name,
+                msg: "bitsandbytes 8-bit (LLM.int8) weights are not supported; 4-bit (NF4, \
+                      FP4) checkpoints are"
+                    .into(),
+            });
+        }
+        if bnb::is_bnb4(vb) {
+            let q = Bnb4Weight::load(vb, &self.raw, out_dim, in_dim)?;
+            let mut layer = LoraLinear {
+                w: Store::Bnb4(Arc::new(q), vb.dtype()),
+                bias,
+                lora: None,
+                name: vb.prefix().to_string(),
+            };
+            if self.dequantize_4bit {
+                layer = layer.dequantized()?;
+            }
+            let layer = self.attach(layer)?;
+            return match self.plan {
+                LoraPlan::Train { .. } => layer.into_transposed(),
+                _ => layer.into_packed(),
+            };
+        }
+        let weight = vb.get(&[out_dim, in_dim], "weight")?;
         let layer = self.wrap(weight, bias, vb.prefix())?;
         match self.plan {
             // Training backpropagates through every base layer: the differentiable layout.
@@ -904,8 +1033,16 @@ impl LinearFactory {
 
     /// Wraps an already loaded weight (e.g. a tied head) as the module `name`.
     pub fn wrap(&self, weight: Tensor, bias: Option<Tensor>, name: &str) -> Result<LoraLinear> {
-        let (out_dim, in_dim) = weight.dims2()?;
-        let mut layer = LoraLinear::plain(weight.clone(), bias, name);
+        self.attach(LoraLinear::plain(weight, bias, name))
+    }
+
+    /// Gives a plain layer its LoRA path (or merges it) per the plan. An adapter is never
+    /// merged into a 4-bit base: it stays a separate path (PEFT's merge would re-quantize).
+    fn attach(&self, mut layer: LoraLinear) -> Result<LoraLinear> {
+        let name = layer.name.clone();
+        let name = name.as_str();
+        let (out_dim, in_dim) = layer.dims()?;
+        let dev = layer.device();
         match &self.plan {
             LoraPlan::None => {}
             LoraPlan::Adapter { adapter, merge } => {
@@ -921,10 +1058,9 @@ impl LinearFactory {
                     }
                     return Ok(layer);
                 };
-                let dev = weight.device().clone();
                 let (a, b) = (a.to_device(&dev)?, b.to_device(&dev)?);
                 let scale = adapter.config.scale();
-                if *merge {
+                if let (true, Store::Rows(weight)) = (*merge, &layer.w) {
                     let delta = (b.matmul(&a)? * scale)?;
                     let w = (weight.to_dtype(DType::F32)? + delta)?;
                     layer.w = Store::Rows(w.to_dtype(weight.dtype())?);
@@ -942,7 +1078,6 @@ impl LinearFactory {
                 if !config.targets(name) {
                     return Ok(layer);
                 }
-                let dev = weight.device().clone();
                 let r = config.r;
                 let (a, b) = match init {
                     LoraInit::Default { seed } => {
@@ -1046,17 +1181,37 @@ fn frozen_product(x: &Tensor, w: &[Tensor], transposed: bool) -> Result<Tensor> 
     };
     Ok(x.apply_op1(FrozenProduct {
         y: y.contiguous()?,
-        w: w.to_vec(),
-        transposed,
+        w: Frozen::Dense {
+            w: w.to_vec(),
+            transposed,
+        },
     })?)
+}
+
+/// [`frozen_product`] over a 4-bit base: the weight is dequantized for the forward product and
+/// again for the input-gradient product (as bitsandbytes' `MatMul4Bit`), so no full-precision
+/// copy lives in the graph between them.
+fn frozen_bnb4_product(x: &Tensor, q: &Arc<Bnb4Weight>) -> Result<Tensor> {
+    let xd = x.detach();
+    let y = xd.matmul(&q.dequantize(xd.dtype())?.t()?)?;
+    Ok(x.apply_op1(FrozenProduct {
+        y: y.contiguous()?,
+        w: Frozen::Bnb4(Arc::clone(q)),
+    })?)
+}
+
+/// The frozen weight of a [`FrozenProduct`].
+enum Frozen {
+    /// The weight, or the column blocks of a wide transposed one.
+    Dense { w: Vec<Tensor>, transposed: bool },
+    /// A bitsandbytes 4-bit weight.
+    Bnb4(Arc<Bnb4Weight>),
 }
 
 /// Returns the precomputed `y = x Wᵀ` as a node of `x`'s graph with backward `g ↦ g W`.
 struct FrozenProduct {
     y: Tensor,
-    /// The weight, or the column blocks of a wide transposed one.
-    w: Vec<Tensor>,
-    transposed: bool,
+    w: Frozen,
 }
 
 impl candle_core::CustomOp1 for FrozenProduct {
@@ -1092,12 +1247,21 @@ impl candle_core::CustomOp1 for FrozenProduct {
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g = grad.detach();
-        if self.transposed {
+        let (w, transposed) = match &self.w {
+            Frozen::Dense { w, transposed } => (w, *transposed),
+            Frozen::Bnb4(q) => {
+                let w = q
+                    .dequantize(g.dtype())
+                    .map_err(|e| candle_core::Error::Msg(format!("frozen-product: {e}")))?;
+                return Ok(Some(g.matmul(&w)?));
+            }
+        };
+        if transposed {
             // Σ over column blocks of (Wᵀ-block [in, n_i]) · g_iᵀ, transposed back: the weight
             // stays the left operand.
             let mut acc: Option<Tensor> = None;
             let mut off = 0;
-            for b in &self.w {
+            for b in w {
                 let n = b.dim(1)?;
                 let part = b.matmul(&g.narrow(1, off, n)?.t()?)?;
                 off += n;
@@ -1111,7 +1275,7 @@ impl candle_core::CustomOp1 for FrozenProduct {
                 None => candle_core::bail!("frozen-product: no weight"),
             }
         } else {
-            match self.w.first() {
+            match w.first() {
                 Some(w) => Ok(Some(g.matmul(w)?)),
                 None => candle_core::bail!("frozen-product: no weight"),
             }

@@ -20,6 +20,9 @@ pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, training: bool) -> Resu
         )?;
         return Ok(y.to_dtype(x.dtype())?);
     }
+    if let Some(y) = crate::fused::rms_norm(x, w, eps)? {
+        return Ok(y);
+    }
     let dtype = x.dtype();
     let x32 = x.to_dtype(DType::F32)?;
     let ms = x32.sqr()?.mean_keepdim(D::Minus1)?;

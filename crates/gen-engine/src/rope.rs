@@ -1,6 +1,7 @@
 //! Rotary position embeddings: the default form, linear scaling, Llama-3.1's `llama3` scaling and
 //! Phi-3.5's `longrope` (also spelled `su`), parsed from either config layout (4.x `rope_theta` +
-//! `rope_scaling`, or transformers-5 `rope_parameters`).
+//! `rope_scaling`, or transformers-5 `rope_parameters`, flat or per layer type as
+//! `{"full_attention": {...}, "sliding_attention": {...}}`).
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -45,6 +46,9 @@ pub(crate) struct RopeKeys<'a> {
     pub original_max_position_embeddings: Option<usize>,
     pub max_position_embeddings: usize,
     pub default_theta: f64,
+    /// The layer type (`full_attention`, `sliding_attention`) whose entry of a per-layer-type
+    /// `rope_parameters` applies; `None`: every entry must agree.
+    pub layer_type: Option<&'a str>,
 }
 
 fn num(v: &Value, key: &str, path: &Path) -> Result<Option<f64>> {
@@ -83,6 +87,14 @@ impl RopeSpec {
     pub(crate) fn parse(keys: RopeKeys<'_>, path: &Path) -> Result<Self> {
         // transformers-5 `rope_parameters` may be nested per layer type; all entries must agree.
         let params = match keys.rope_parameters {
+            Some(Value::Object(m))
+                if m.values().all(|v| v.is_object())
+                    && !m.is_empty()
+                    && keys.layer_type.is_some() =>
+            {
+                // A layer type without an entry gets the defaults, as transformers fills it in.
+                keys.layer_type.and_then(|t| m.get(t)).cloned()
+            }
             Some(Value::Object(m)) if m.values().all(|v| v.is_object()) && !m.is_empty() => {
                 let first = m.values().next().cloned().unwrap_or(Value::Null);
                 if m.values().any(|v| *v != first) {

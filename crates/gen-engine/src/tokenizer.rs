@@ -1,5 +1,6 @@
 //! The text side: `tokenizer.json` through the tokenizers crate, special tokens from
-//! `tokenizer_config.json`, and the optional chat template (minijinja).
+//! `tokenizer_config.json`, and the optional chat template (minijinja); or a tokenizer rebuilt
+//! from a GGUF file's vocabulary ([`crate::gguf::tokenizer_from_gguf`]).
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,31 @@ impl TextTokenizer {
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
         })
+    }
+
+    /// A tokenizer built in code (the GGUF vocabulary rebuilt by [`crate::gguf`]): `path` names
+    /// where it came from in errors; the special tokens are given by content.
+    pub(crate) fn from_parts(
+        inner: tokenizers::Tokenizer,
+        path: PathBuf,
+        eos_token: Option<String>,
+        bos_token: Option<String>,
+        chat_template: Option<String>,
+        clean_up_spaces: bool,
+    ) -> Self {
+        Self {
+            inner,
+            path,
+            eos_token,
+            bos_token,
+            chat_template,
+            clean_up_spaces,
+        }
+    }
+
+    /// Where the tokenizer came from (`tokenizer.json`, or the GGUF file it was rebuilt from).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The underlying tokenizer.

@@ -1,7 +1,10 @@
-//! Memory-mapped safetensors checkpoints (one file or sharded with an index), read tensor by
-//! tensor with typed errors naming the file and the tensor.
+//! Where a model's tensors come from, behind one [`Weights`] path: memory-mapped safetensors
+//! checkpoints (one file or sharded with an index, [`Checkpoint`]) or a GGUF file dequantized at
+//! load ([`GgufTensors`]), both read tensor by tensor under Hugging Face names with typed errors
+//! naming the file and the tensor.
 
 use crate::error::{Error, Result};
+use crate::gguf::GgufTensors;
 use candle_core::{DType, Device, Tensor};
 use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::SafeTensors;
@@ -237,21 +240,93 @@ pub(crate) fn pickle_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// A path into a [`Checkpoint`] (like candle's `VarBuilder`): `vb.pp("model").pp("layers").pp(0)`
-/// names the tensors below it, and carries the dtype and device the model runs in.
+/// The tensors of a model, by Hugging Face name: a safetensors checkpoint or a GGUF file.
+#[derive(Clone, Debug)]
+pub enum TensorSource {
+    /// safetensors files, read as stored and converted to the model dtype.
+    Safetensors(Arc<Checkpoint>),
+    /// A GGUF file, dequantized to f32 (then the model dtype) with llama.cpp's conventions undone.
+    Gguf(Arc<GgufTensors>),
+}
+
+impl From<Arc<Checkpoint>> for TensorSource {
+    fn from(ck: Arc<Checkpoint>) -> Self {
+        TensorSource::Safetensors(ck)
+    }
+}
+
+impl From<Arc<GgufTensors>> for TensorSource {
+    fn from(g: Arc<GgufTensors>) -> Self {
+        TensorSource::Gguf(g)
+    }
+}
+
+impl TensorSource {
+    /// Whether a tensor is present.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            TensorSource::Safetensors(ck) => ck.contains(name),
+            TensorSource::Gguf(g) => g.contains(name),
+        }
+    }
+
+    /// All tensor names.
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            TensorSource::Safetensors(ck) => Box::new(ck.names()),
+            TensorSource::Gguf(g) => Box::new(g.names()),
+        }
+    }
+
+    /// The shape of a tensor, if present.
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        match self {
+            TensorSource::Safetensors(ck) => ck.shape_of(name),
+            TensorSource::Gguf(g) => g.shape_of(name),
+        }
+    }
+
+    /// The file a tensor lives in (the checkpoint's first file, or the GGUF file).
+    pub fn file_of(&self, name: &str) -> &Path {
+        match self {
+            TensorSource::Safetensors(ck) => ck.file_of(name),
+            TensorSource::Gguf(g) => g.path(),
+        }
+    }
+
+    /// Reads a tensor, checks its shape (when `shape` is given), converts it to `dtype` on
+    /// `device`.
+    pub fn get(
+        &self,
+        name: &str,
+        shape: Option<&[usize]>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        match self {
+            TensorSource::Safetensors(ck) => ck.get(name, shape, dtype, device),
+            TensorSource::Gguf(g) => g.get(name, shape, dtype, device),
+        }
+    }
+}
+
+/// A path into a [`TensorSource`] (like candle's `VarBuilder`):
+/// `vb.pp("model").pp("layers").pp(0)` names the tensors below it, and carries the dtype and
+/// device the model runs in.
 #[derive(Clone, Debug)]
 pub struct Weights {
-    ck: Arc<Checkpoint>,
+    src: TensorSource,
     prefix: String,
     dtype: DType,
     device: Device,
 }
 
 impl Weights {
-    /// A root path into a checkpoint.
-    pub fn new(ck: Arc<Checkpoint>, dtype: DType, device: &Device) -> Self {
+    /// A root path into a checkpoint (`Arc<Checkpoint>`, `Arc<GgufTensors>` or a
+    /// [`TensorSource`]).
+    pub fn new(src: impl Into<TensorSource>, dtype: DType, device: &Device) -> Self {
         Self {
-            ck,
+            src: src.into(),
             prefix: String::new(),
             dtype,
             device: device.clone(),
@@ -287,9 +362,9 @@ impl Weights {
         &self.device
     }
 
-    /// The checkpoint.
-    pub fn checkpoint(&self) -> &Arc<Checkpoint> {
-        &self.ck
+    /// The tensors.
+    pub fn source(&self) -> &TensorSource {
+        &self.src
     }
 
     /// The full tensor name of `name` below this node.
@@ -303,18 +378,18 @@ impl Weights {
 
     /// Whether `name` below this node exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.ck.contains(&self.full_name(name))
+        self.src.contains(&self.full_name(name))
     }
 
     /// Reads tensor `name` below this node with the expected shape, in the model's dtype.
     pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
-        self.ck
+        self.src
             .get(&self.full_name(name), Some(shape), self.dtype, &self.device)
     }
 
     /// Reads tensor `name` below this node with the expected shape, in `dtype`.
     pub fn get_with_dtype(&self, shape: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
-        self.ck
+        self.src
             .get(&self.full_name(name), Some(shape), dtype, &self.device)
     }
 }

@@ -59,3 +59,15 @@ fn phi3_rslora_adapter_on_fused_projections() {
     check_adapter("phi3", "phi3-lora", false);
     check_adapter("phi3", "phi3-lora", true);
 }
+
+#[test]
+fn qwen2_adapter_on_biased_projections() {
+    check_adapter("qwen2", "qwen2-lora", false);
+    check_adapter("qwen2", "qwen2-lora", true);
+}
+
+#[test]
+fn gemma3_adapter_unmerged_and_merged() {
+    check_adapter("gemma3", "gemma3-lora", false);
+    check_adapter("gemma3", "gemma3-lora", true);
+}

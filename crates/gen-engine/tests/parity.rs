@@ -1,6 +1,7 @@
 //! Parity with transformers on tiny random-weight checkpoints of every family (fixtures from
 //! `tools/fixtures/fx_gen.py`): logits of a left-padded batch within 1e-4 at real positions, and
-//! 50-token greedy continuations identical to `generate(do_sample=False)`.
+//! 50-token greedy continuations identical to `generate(do_sample=False)`. Configs are in the
+//! hub's 4.x layout, except `gemma3-v5` (transformers 5's).
 
 mod common;
 
@@ -109,4 +110,66 @@ fn phi35_longrope_crosses_original_window() {
     let diff = max_diff_real(&logits, &refs["long_logits"], &mask);
     eprintln!("phi35 long prompt: max diff {diff:.3e}");
     assert!(diff < 1e-4, "long-prompt logits differ by {diff}");
+}
+
+#[test]
+fn gemma3_local_and_global_layers() {
+    check_family("gemma3");
+    let (r, _) = reference("gemma3");
+    // The window (8) is shorter than prompt + continuation: the local layers' window bites.
+    assert!(r.input_ids[0].len() + r.max_new_tokens > 8);
+}
+
+#[test]
+fn gemma3_in_the_transformers5_layout() {
+    let cfg = std::fs::read_to_string(fixture("gemma3-v5").join("config.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert!(
+        v["rope_parameters"]["sliding_attention"].is_object(),
+        "{cfg}"
+    );
+    assert!(
+        v.get("layer_types").is_some() && v.get("dtype").is_some(),
+        "{cfg}"
+    );
+    assert!(
+        v.get("torch_dtype").is_none() && v.get("rope_theta").is_none(),
+        "{cfg}"
+    );
+    check_family("gemma3-v5");
+}
+
+#[test]
+fn qwen2_qkv_bias_and_sliding_window() {
+    check_family("qwen2");
+}
+
+#[test]
+fn qwen3_qk_norm_and_explicit_head_dim() {
+    check_family("qwen3");
+}
+
+#[test]
+fn mistral_sliding_window() {
+    check_family("mistral");
+}
+
+#[test]
+fn olmo2_post_norms() {
+    check_family("olmo2");
+}
+
+#[test]
+fn smollm3_no_rope_layers() {
+    check_family("smollm3");
+}
+
+#[test]
+fn llama32_tied_head_and_llama3_rope_factor_32() {
+    check_family("llama32");
+}
+
+#[test]
+fn smollm2_as_llama() {
+    check_family("smollm2");
 }

@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 use gen_engine::{DTypeChoice, ForwardCtx, LoadOptions};
 use hub_source::Source;
 use lora_train::data::Fields;
-use lora_train::finetune::{FinetuneSpec, LoraParams, finetune};
+use lora_train::finetune::{FinetuneSpec, LoraGiven, LoraParams, finetune};
 use lora_train::optim::{AdamWParams, Schedule};
 use lora_train::template::{LossOn, Template};
 use lora_train::trainer::TrainParams;
@@ -49,6 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 init_seed: 0,
             },
             init_adapter: Some(dir.join("init_adapter")),
+            lora_given: LoraGiven::all(),
+            base_4bit: false,
             train: TrainParams {
                 adamw: AdamWParams {
                     lr: num("lr")?,

@@ -88,6 +88,21 @@ pub enum Error {
         /// The last checkpoint written before it, if any.
         last_checkpoint: Option<PathBuf>,
     },
+    /// An explicit LoRA setting disagrees with the initial adapter's `adapter_config.json`.
+    #[error(
+        "{path}: the initial adapter has {key} = {adapter}, but {key} = {asked} was asked for \
+         (leave the setting out to take the adapter's)"
+    )]
+    InitAdapterConflict {
+        /// The adapter's `adapter_config.json`.
+        path: PathBuf,
+        /// The setting (`r`, `lora_alpha`, `lora_dropout`, `target_modules`, `use_rslora`).
+        key: &'static str,
+        /// The adapter's value.
+        adapter: String,
+        /// The value asked for.
+        asked: String,
+    },
     /// A checkpoint does not match the run it should resume (other data or settings).
     #[error("{path}: cannot resume: {message}")]
     ResumeMismatch {
@@ -119,7 +134,8 @@ impl Error {
             | Error::InvalidParam { .. }
             | Error::Template(_)
             | Error::BadTensor { .. }
-            | Error::ResumeMismatch { .. } => true,
+            | Error::ResumeMismatch { .. }
+            | Error::InitAdapterConflict { .. } => true,
             Error::Engine(e) => e.is_bad_input(),
             Error::Hub(e) => e.is_bad_input(),
             Error::Io { .. }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::template::{LossOn, Template, TextEncoder, encode_all};
 use crate::trainer::{Outputs, StepLog, TrainParams, TrainSummary, TrainableLm, Trainer};
 use candle_core::{DType, Device, Tensor, Var};
-use gen_engine::lora::{Adapter, LoraConfig, LoraInit, LoraPlan};
+use gen_engine::lora::{Adapter, LoraConfig, LoraInit, LoraPlan, TargetModules};
 use gen_engine::models::{CausalLm, ForwardCtx};
 use gen_engine::{DTypeChoice, LoadOptions};
 use hub_source::{Hub, Source};
@@ -92,6 +92,102 @@ impl LoraParams {
     }
 }
 
+/// Which LoRA settings of a [`FinetuneSpec`] were chosen explicitly. With an initial adapter,
+/// the others are taken from its `adapter_config.json`, and an explicit one that disagrees
+/// with it is an error ([`Error::InitAdapterConflict`], naming both values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoraGiven {
+    /// The rank.
+    pub r: bool,
+    /// `lora_alpha`.
+    pub alpha: bool,
+    /// `lora_dropout`.
+    pub dropout: bool,
+    /// `target_modules`.
+    pub targets: bool,
+    /// `use_rslora`.
+    pub use_rslora: bool,
+}
+
+impl LoraGiven {
+    /// Every setting explicit (the initial adapter must agree with all of them).
+    pub fn all() -> Self {
+        Self {
+            r: true,
+            alpha: true,
+            dropout: true,
+            targets: true,
+            use_rslora: true,
+        }
+    }
+}
+
+impl LoraParams {
+    /// These settings for training from the initial adapter in `dir`: each setting not
+    /// `given` is the adapter's (`r`, `lora_alpha`, `lora_dropout`, `target_modules`,
+    /// `use_rslora`); a given one must equal it. Targets compare as sets; an adapter whose
+    /// `target_modules` is a regular expression gives the modules its weights hold.
+    pub fn with_init_adapter(&self, given: LoraGiven, dir: &Path) -> Result<LoraParams> {
+        let adapter = Adapter::load(dir)?;
+        let c = &adapter.config;
+        let path = dir.join("adapter_config.json");
+        let conflict = |key: &'static str, adapter: String, asked: String| {
+            Err(Error::InitAdapterConflict {
+                path: path.clone(),
+                key,
+                adapter,
+                asked,
+            })
+        };
+        let mut p = self.clone();
+        if !given.r {
+            p.r = c.r;
+        } else if p.r != c.r {
+            return conflict("r", c.r.to_string(), p.r.to_string());
+        }
+        if !given.alpha {
+            p.alpha = c.lora_alpha;
+        } else if p.alpha != c.lora_alpha {
+            return conflict("lora_alpha", c.lora_alpha.to_string(), p.alpha.to_string());
+        }
+        if !given.dropout {
+            p.dropout = c.lora_dropout;
+        } else if p.dropout != c.lora_dropout {
+            return conflict(
+                "lora_dropout",
+                c.lora_dropout.to_string(),
+                p.dropout.to_string(),
+            );
+        }
+        if !given.use_rslora {
+            p.use_rslora = c.use_rslora;
+        } else if p.use_rslora != c.use_rslora {
+            return conflict(
+                "use_rslora",
+                c.use_rslora.to_string(),
+                p.use_rslora.to_string(),
+            );
+        }
+        let mut theirs = match &c.target_modules {
+            TargetModules::List(l) => l.clone(),
+            TargetModules::Regex(_) => adapter.module_names(),
+        };
+        theirs.sort();
+        theirs.dedup();
+        if !given.targets {
+            p.targets = theirs;
+        } else {
+            let mut ours = p.targets.clone();
+            ours.sort();
+            ours.dedup();
+            if ours != theirs {
+                return conflict("target_modules", theirs.join(","), ours.join(","));
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// Everything a fine-tune needs.
 #[derive(Debug, Clone)]
 pub struct FinetuneSpec {
@@ -117,8 +213,18 @@ pub struct FinetuneSpec {
     pub limit: Option<usize>,
     /// The LoRA shape.
     pub lora: LoraParams,
-    /// Start from this adapter's weights instead of PEFT's initialisation.
+    /// Start from this adapter's weights instead of PEFT's initialisation; the LoRA settings
+    /// not marked in `lora_given` are then the adapter's ([`LoraParams::with_init_adapter`]).
     pub init_adapter: Option<PathBuf>,
+    /// Which `lora` settings were chosen explicitly (none in [`FinetuneSpec::paper`]).
+    pub lora_given: LoraGiven,
+    /// QLoRA, as the paper's authors trained (Unsloth's `*-bnb-4bit` bases: bitsandbytes NF4
+    /// with double quantization): the base must be a bitsandbytes 4-bit checkpoint
+    /// (`quantization_config.load_in_4bit`), else the run is refused before training. A 4-bit
+    /// base is trained as 4-bit whether or not this is set: its layers stay packed and are
+    /// dequantized in each forward and input-gradient product, only the LoRA weights train.
+    /// Off in [`FinetuneSpec::paper`] (the base as given).
+    pub base_4bit: bool,
     /// The loop settings.
     pub train: TrainParams,
     /// The base model dtype (LoRA weights are always f32).
@@ -169,6 +275,8 @@ impl FinetuneSpec {
             limit: None,
             lora,
             init_adapter: None,
+            lora_given: LoraGiven::default(),
+            base_4bit: false,
             train,
             dtype: DTypeChoice::Auto,
             device: Device::Cpu,
@@ -197,6 +305,11 @@ pub struct FinetuneReport {
     pub trainable_params: usize,
     /// The modules wrapped with LoRA.
     pub wrapped_modules: usize,
+    /// The LoRA settings trained with (the family's targets filled in; with an initial adapter,
+    /// its settings where none was given).
+    pub lora: LoraParams,
+    /// Whether the base was a bitsandbytes 4-bit checkpoint (QLoRA).
+    pub base_4bit: bool,
     /// The loop's log.
     pub summary: TrainSummary,
 }
@@ -324,6 +437,30 @@ pub fn finetune(
     if records.is_empty() {
         return Err(Error::EmptyDataset { path });
     }
+    let lora_asked = match &spec.init_adapter {
+        Some(dir) => spec.lora.with_init_adapter(spec.lora_given, dir)?,
+        None => spec.lora.clone(),
+    };
+    let base_dir = gen_engine::checkpoint_dir(&spec.model, &Hub::from_env())?;
+    let base_4bit = gen_engine::quant::bnb::is_4bit_checkpoint(&base_dir)?;
+    if spec.base_4bit && !base_4bit {
+        return Err(Error::param(
+            "base_4bit",
+            format!(
+                "{} is not a bitsandbytes 4-bit checkpoint (config.json has no \
+                 quantization_config with quant_method \"bitsandbytes\" and load_in_4bit); \
+                 name a 4-bit base (e.g. unsloth/<model>-bnb-4bit)",
+                spec.model.display_name()
+            ),
+        ));
+    }
+    if base_4bit && spec.merged_out.is_some() {
+        return Err(Error::param(
+            "merged_out",
+            "the base is a bitsandbytes 4-bit checkpoint: a merged full-precision model is \
+             not written from it (load the adapter over the 4-bit base instead)",
+        ));
+    }
     let TrainingModel {
         model,
         vars,
@@ -332,7 +469,7 @@ pub fn finetune(
         lora,
     } = load_for_training(
         &spec.model,
-        &spec.lora,
+        &lora_asked,
         spec.init_adapter.as_deref(),
         spec.dtype,
         &spec.device,
@@ -345,6 +482,7 @@ pub fn finetune(
         .clone()
         .unwrap_or_else(|| spec.model.display_name());
     let config = lora.to_config(Some(base_name));
+    let lora_used = lora.clone();
     let write_cfg = |dir: &Path| write_adapter_config(dir, &config);
     let trainer = Trainer::new(&model, vars.clone(), spec.train.clone(), enc.eos_id())?;
     let steps = crate::trainer::plan_steps(encoded.examples.len(), &spec.train).len();
@@ -368,6 +506,8 @@ pub fn finetune(
         truncated: encoded.truncated,
         trainable_params,
         wrapped_modules: wrapped.len(),
+        lora: lora_used,
+        base_4bit,
         summary,
     })
 }
@@ -434,6 +574,8 @@ mod tests {
         assert!(spec.device.is_cpu());
         assert_eq!(spec.base_model_name, None);
         assert_eq!(spec.init_adapter, None);
+        assert_eq!(spec.lora_given, LoraGiven::default());
+        assert!(!spec.base_4bit);
         assert_eq!(spec.merged_out, None);
         assert!(!spec.resume);
         spec.lora.check().unwrap();

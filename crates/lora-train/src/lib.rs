@@ -7,7 +7,9 @@
 //! - [`loss`]: the causal-LM cross-entropy (HF's `ForCausalLMLoss` arithmetic);
 //! - [`trainer`]: the loop (accumulation, clipping, schedule, checkpoints, exact resume);
 //! - [`adapter`]: PEFT adapter directories and merged HF models;
-//! - [`finetune`]: the whole run through gen-engine's models, as `toxdrift finetune` does it.
+//! - [`finetune`]: the whole run through gen-engine's models, as `toxdrift finetune` does it;
+//!   over a bitsandbytes 4-bit base it is QLoRA (the base stays packed and is dequantized in
+//!   each product, only the LoRA weights train; checked against PEFT's QLoRA).
 //!
 //! Semantics, as PEFT + HF Trainer define them (checked by the parity fixtures):
 //! - **Loss and accumulation**: each micro-batch's token cross-entropy is *summed* and divided

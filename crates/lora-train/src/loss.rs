@@ -5,7 +5,7 @@ use crate::template::IGNORE_INDEX;
 use candle_core::{CpuStorage, CustomOp1, D, DType, Layout, Shape, Tensor};
 use std::sync::Arc;
 
-/// Cross-entropy per row of `(N, V)` logits against `targets` (one per row, or a negative
+/// Cross-entropy per row of `(…, V)` logits against `targets` (one per row, or a negative
 /// value to ignore the row). Forward: `logsumexp(x) − x[target]` (0 for ignored rows).
 /// Backward: `grad · (softmax(x) − onehot(target))`, 0 for ignored rows — one pass over the
 /// logits instead of the several a composed `log_softmax` + `gather` graph keeps alive.
@@ -54,7 +54,8 @@ impl CustomOp1 for FusedCrossEntropy {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, v) = layout.shape().dims2()?;
+        let v = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let n = layout.shape().elem_count() / v;
         let data = contiguous_f32(storage, layout)?;
         let mut out = vec![0f32; n];
         par_rows(&mut out, 1, |first, chunk| {
@@ -78,7 +79,8 @@ impl CustomOp1 for FusedCrossEntropy {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let (n, v) = arg.dims2()?;
+        let v = arg.dims().last().copied().unwrap_or(1).max(1);
+        let n = arg.elem_count() / v;
         let x = arg.detach().contiguous()?;
         let g = grad_res.detach().to_vec1::<f32>()?;
         let (st, layout) = x.storage_and_layout();
@@ -104,7 +106,7 @@ impl CustomOp1 for FusedCrossEntropy {
             }
         });
         drop(st);
-        Ok(Some(Tensor::from_vec(out, (n, v), arg.device())?))
+        Ok(Some(Tensor::from_vec(out, arg.dims(), arg.device())?))
     }
 }
 
@@ -124,6 +126,22 @@ pub fn causal_lm_loss_sum(logits: &Tensor, labels: &[Vec<i64>]) -> Result<(Tenso
         }
     }
     let count = targets.iter().filter(|&&x| x >= 0).count();
+    if logits.device().is_cpu() && logits.dtype() == DType::F32 && logits.is_contiguous() {
+        // The shift is in the targets (each row's last position ignored), so the op reads the
+        // model's logits in place: no narrowed copy of them, and no chain of copy/reshape
+        // nodes whose backward would each allocate and add a logits-sized gradient.
+        let mut full = Vec::with_capacity(b * t);
+        for bi in 0..b {
+            full.extend_from_slice(targets.get(bi * (t - 1)..(bi + 1) * (t - 1)).unwrap_or(&[]));
+            full.resize((bi + 1) * t, -1);
+        }
+        let loss = logits
+            .apply_op1(FusedCrossEntropy {
+                targets: Arc::new(full),
+            })?
+            .sum_all()?;
+        return Ok((loss, count));
+    }
     let shifted = logits
         .narrow(1, 0, t - 1)?
         .to_dtype(DType::F32)?
@@ -152,4 +170,93 @@ pub fn causal_lm_loss_sum(logits: &Tensor, labels: &[Vec<i64>]) -> Result<(Tenso
         ((lse - picked)?.squeeze(D::Minus1)? * mask)?.sum_all()?
     };
     Ok((loss, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The loss and logits gradient by candle's composed graph (`log_softmax` + `gather` on the
+    /// shifted logits), the reference for the fused op.
+    fn composed(logits: &Var, labels: &[Vec<i64>]) -> (f32, Tensor) {
+        let (b, t, v) = logits.dims3().unwrap();
+        let mut idx = Vec::new();
+        let mut mask = Vec::new();
+        for row in labels {
+            for j in 1..t {
+                let l = row.get(j).copied().unwrap_or(IGNORE_INDEX);
+                let ok = l >= 0 && (l as usize) < v;
+                idx.push(if ok { l as u32 } else { 0 });
+                mask.push(if ok { 1f32 } else { 0.0 });
+            }
+        }
+        let dev = Device::Cpu;
+        let shifted = logits
+            .as_tensor()
+            .narrow(1, 0, t - 1)
+            .unwrap()
+            .reshape((b * (t - 1), v))
+            .unwrap();
+        let lsm = candle_nn::ops::log_softmax(&shifted, D::Minus1).unwrap();
+        let idx = Tensor::from_vec(idx, (b * (t - 1), 1), &dev).unwrap();
+        let picked = lsm.gather(&idx, D::Minus1).unwrap().squeeze(1).unwrap();
+        let mask = Tensor::from_vec(mask, b * (t - 1), &dev).unwrap();
+        let loss = (picked * mask).unwrap().sum_all().unwrap().neg().unwrap();
+        let g = loss.backward().unwrap();
+        (
+            loss.to_scalar::<f32>().unwrap(),
+            g.get(logits.as_tensor()).unwrap().clone(),
+        )
+    }
+
+    #[test]
+    fn fused_loss_on_the_full_logits_matches_the_composed_graph() {
+        let dev = Device::Cpu;
+        let (b, t, v) = (3, 6, 11);
+        let logits =
+            Var::from_tensor(&(Tensor::randn(0f32, 1.0, (b, t, v), &dev).unwrap() * 3.0).unwrap())
+                .unwrap();
+        // Ignored positions, an out-of-range label and a short row (padded by IGNORE_INDEX).
+        let labels = vec![
+            vec![1, 2, 3, 4, 5, 6],
+            vec![IGNORE_INDEX, IGNORE_INDEX, 7, 8, 99, 10],
+            vec![0, 1, 2],
+        ];
+        let (sum, count) = causal_lm_loss_sum(logits.as_tensor(), &labels).unwrap();
+        assert_eq!(count, 5 + 3 + 2);
+        let g = sum.backward().unwrap();
+        let g = g.get(logits.as_tensor()).unwrap();
+        let (want, want_g) = composed(&logits, &labels);
+        let got = sum.to_scalar::<f32>().unwrap();
+        assert!((got - want).abs() < 1e-4 * want.abs(), "{got} vs {want}");
+        let d = (g - &want_g)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-6, "gradient differs by {d:e}");
+        // The last position of every row predicts nothing: its gradient is zero.
+        let last = g
+            .narrow(1, t - 1, 1)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        assert_eq!(last.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn a_one_token_sequence_has_no_loss_terms() {
+        let logits = Tensor::ones((2, 1, 5), DType::F32, &Device::Cpu).unwrap();
+        let (sum, count) = causal_lm_loss_sum(&logits, &[vec![1], vec![2]]).unwrap();
+        assert_eq!(count, 0);
+        assert_eq!(sum.to_scalar::<f32>().unwrap(), 0.0);
+    }
 }

@@ -1,10 +1,12 @@
 //! Parity with PEFT: 10 training steps on a tiny Llama and a tiny Phi-3 (fused projections,
 //! rsLoRA) from the same initial adapter, on the same batches — per-step loss and final adapter
-//! weights against the reference run of `tools/fixtures/fx_lora.py`.
+//! weights against the reference run of `tools/fixtures/fx_lora.py`. QLoRA: 5 steps over the
+//! frozen bitsandbytes NF4 + double-quantization base `tests/fixtures/bnb/nf4-dq`, against
+//! PEFT over the same 4-bit base.
 
 use hub_source::Source;
 use lora_train::data::Fields;
-use lora_train::finetune::{FinetuneSpec, LoraParams, finetune};
+use lora_train::finetune::{FinetuneSpec, LoraGiven, LoraParams, finetune};
 use lora_train::optim::{AdamWParams, Schedule};
 use lora_train::template::{LossOn, Template, TextEncoder, encode_all};
 use lora_train::trainer::TrainParams;
@@ -22,9 +24,14 @@ fn json(path: &Path) -> serde_json::Value {
 pub fn spec_for(name: &str, out: &Path) -> FinetuneSpec {
     let dir = fixtures().join("lora").join(name);
     let r = json(&dir.join("train_ref.json"));
+    // QLoRA's base is the 4-bit checkpoint the reference trained over.
+    let base = match r["base"].as_str() {
+        Some(b) => b.to_string(),
+        None => format!("lora/{name}"),
+    };
     FinetuneSpec {
-        model: Source::local(&dir),
-        base_model_name: Some(format!("tests/fixtures/lora/{name}")),
+        model: Source::local(fixtures().join(&base)),
+        base_model_name: Some(format!("tests/fixtures/{base}")),
         data: Source::local(fixtures().join("samples/dolly/databricks-dolly-15k.jsonl")),
         fields: Fields::dolly(),
         template: Template::AuthorsInst,
@@ -45,6 +52,8 @@ pub fn spec_for(name: &str, out: &Path) -> FinetuneSpec {
             init_seed: 0,
         },
         init_adapter: Some(dir.join("init_adapter")),
+        lora_given: LoraGiven::all(),
+        base_4bit: r["base"].is_string(),
         train: TrainParams {
             adamw: AdamWParams {
                 lr: r["lr"].as_f64().unwrap(),
@@ -154,6 +163,19 @@ fn check_model(name: &str) {
     eprintln!(
         "{name}: max rel loss diff {worst_rel:.2e}, max |weight diff| {worst:.2e}, weights moved {moved:.3e}"
     );
+    let cfg = json(&tmp.path().join("adapter_config.json"));
+    assert_eq!(cfg["r"], reference["r"]);
+    assert_eq!(report.base_4bit, name == "qlora");
+    if name == "qlora" {
+        // A PEFT adapter of the 4-bit base, named as PEFT named it.
+        let peft_cfg = json(&dir.join("trained_adapter/adapter_config.json"));
+        assert_eq!(cfg["base_model_name_or_path"], "tests/fixtures/bnb/nf4-dq");
+        assert_eq!(
+            cfg["base_model_name_or_path"],
+            peft_cfg["base_model_name_or_path"]
+        );
+        return;
+    }
     // Step two of the fixtures: the adapter this code saved (rust_adapter/, still what it
     // produces) loads in PEFT and gives the Rust logits.
     let saved =
@@ -192,4 +214,23 @@ fn llama_ten_steps_match_peft() {
 #[test]
 fn phi3_fused_ten_steps_match_peft() {
     check_model("phi3");
+}
+
+#[test]
+fn qlora_five_steps_over_the_4bit_base_match_peft() {
+    check_model("qlora");
+}
+
+#[test]
+fn base_4bit_refuses_a_full_precision_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = spec_for("llama", tmp.path());
+    spec.base_4bit = true;
+    let e = finetune(&spec, &mut |_, _| {}, &mut |_| {}).unwrap_err();
+    assert!(e.is_bad_input());
+    let msg = e.to_string();
+    assert!(
+        msg.contains("base_4bit") && msg.contains("not a bitsandbytes 4-bit checkpoint"),
+        "{msg}"
+    );
 }

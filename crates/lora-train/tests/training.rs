@@ -7,7 +7,7 @@ use gen_engine::{ForwardCtx, LoadOptions};
 use hub_source::Source;
 use lora_train::Error;
 use lora_train::data::Fields;
-use lora_train::finetune::{FinetuneSpec, LoraParams, finetune, load_for_training};
+use lora_train::finetune::{FinetuneSpec, LoraGiven, LoraParams, finetune, load_for_training};
 use lora_train::loss::causal_lm_loss_sum;
 use lora_train::optim::{AdamWParams, Schedule};
 use lora_train::template::{LossOn, Template};
@@ -171,6 +171,8 @@ fn small_spec(out: &Path) -> FinetuneSpec {
             ..LoraParams::default()
         },
         init_adapter: None,
+        lora_given: LoraGiven::default(),
+        base_4bit: false,
         train: TrainParams {
             adamw: AdamWParams {
                 lr: 5e-3,

@@ -7,7 +7,7 @@
 //! `head_dim`, `tie_word_embeddings`, the activation) are `Option`s here, filled from the family's
 //! [`Defaults`].
 
-use super::decoder::{Layout, NormKind, Spec};
+use super::decoder::{Layout, NormKind, NormPlacement, QkNorm, Spec};
 use crate::error::{Error, Result};
 use crate::ops::Activation;
 use crate::rope::{RopeKeys, RopeSpec};
@@ -92,6 +92,9 @@ pub(crate) enum ActivationKeys {
     /// `hidden_activation`, then `hidden_act` (default `gelu_pytorch_tanh`); the legacy `gelu`
     /// is the tanh approximation, as transformers maps it for Gemma.
     Gemma,
+    /// `hidden_activation` only (default `gelu_pytorch_tanh`), names as transformers' activation
+    /// table reads them (`gelu` is the exact GELU): Gemma-3's config has no `hidden_act`.
+    HiddenActivation,
 }
 
 /// A family's defaults for the common keys a config may omit, and its projection layout.
@@ -109,6 +112,11 @@ pub(crate) struct Defaults {
     pub tie_word_embeddings: bool,
     /// Which activation keys are read, and how.
     pub activation: ActivationKeys,
+    /// The rotary base when the config gives none (the config class's `default_theta`).
+    pub rope_theta: f64,
+    /// Which entry of a per-layer-type `rope_parameters` is the model's main rope (`None`: the
+    /// entries must agree).
+    pub rope_layer_type: Option<&'static str>,
 }
 
 impl Defaults {
@@ -121,6 +129,8 @@ impl Defaults {
         head_dim: None,
         tie_word_embeddings: false,
         activation: ActivationKeys::HiddenAct,
+        rope_theta: 10000.0,
+        rope_layer_type: None,
     };
 }
 
@@ -137,6 +147,13 @@ impl ActivationKeys {
                 (None, Some(a)) => ("hidden_act", a.as_str(), true),
                 (None, None) => ("hidden_act", "gelu_pytorch_tanh", true),
             },
+            Self::HiddenActivation => (
+                "hidden_activation",
+                c.hidden_activation
+                    .as_deref()
+                    .unwrap_or("gelu_pytorch_tanh"),
+                false,
+            ),
         };
         Activation::parse(name, gemma)
             .ok_or_else(|| Error::config(path, key, format!("`{name}` is not supported")))
@@ -169,7 +186,8 @@ impl Spec {
                 partial_rotary_factor: c.partial_rotary_factor,
                 original_max_position_embeddings: c.original_max_position_embeddings,
                 max_position_embeddings,
-                default_theta: 10000.0,
+                default_theta: defaults.rope_theta,
+                layer_type: defaults.rope_layer_type,
             },
             path,
         )?;
@@ -191,7 +209,10 @@ impl Spec {
             attn_softcap: None,
             final_softcap: None,
             sliding: vec![None; c.num_hidden_layers],
-            sandwich_norms: false,
+            norms: NormPlacement::Pre,
+            qk_norm: QkNorm::None,
+            local_rope: None,
+            use_rope: vec![true; c.num_hidden_layers],
             layout: defaults.layout,
             qkv_bias: c.attention_bias,
             o_bias: c.attention_bias,
@@ -203,4 +224,34 @@ impl Spec {
             generation_cache_reset: None,
         })
     }
+}
+
+/// The per-layer sliding windows of transformers' `layer_types` (`sliding_attention` layers get
+/// `window`, `full_attention` layers none); errors name the key when the list has the wrong
+/// length or an unknown type.
+pub(crate) fn windows_from_layer_types(
+    types: &[String],
+    layers: usize,
+    window: Option<usize>,
+    path: &Path,
+) -> Result<Vec<Option<usize>>> {
+    if types.len() != layers {
+        return Err(Error::config(
+            path,
+            "layer_types",
+            format!("has {} entries for {layers} layers", types.len()),
+        ));
+    }
+    types
+        .iter()
+        .map(|t| match t.as_str() {
+            "sliding_attention" => Ok(window),
+            "full_attention" => Ok(None),
+            other => Err(Error::config(
+                path,
+                "layer_types",
+                format!("unknown layer type `{other}`"),
+            )),
+        })
+        .collect()
 }

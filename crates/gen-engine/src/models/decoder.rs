@@ -1,7 +1,7 @@
-//! The decoder stack the families share: embeddings, pre-norm attention and gated MLP blocks,
-//! final norm and head. Families differ only in the knobs of [`Spec`] (norm form, activation,
-//! embedding scale, soft-capping, sliding windows, sandwich norms, fused projections, biases),
-//! which their `Config`s set on top of [`Spec::from_common`].
+//! The decoder stack the families share: embeddings, attention and gated MLP blocks, final norm
+//! and head. Families differ only in the knobs of [`Spec`] (norm form and placement, q/k norms,
+//! activation, embedding scale, soft-capping, sliding windows, per-layer rope, fused
+//! projections, biases), which their `Config`s set on top of [`Spec::from_common`].
 
 use super::{ForwardCtx, KvCache, LogitsWanted, ModelInfo};
 use crate::error::{Error, Result};
@@ -21,6 +21,31 @@ pub(crate) enum NormKind {
     Plain,
     /// `x̂ · (1 + w)` (Gemma, Gemma-2).
     OnePlus,
+}
+
+/// Where a layer's RMSNorms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NormPlacement {
+    /// `input_layernorm` before attention, `post_attention_layernorm` before the MLP (Llama).
+    Pre,
+    /// Gemma-2/3: `input_layernorm` and `pre_feedforward_layernorm` on the sublayer inputs,
+    /// `post_attention_layernorm` and `post_feedforward_layernorm` on their outputs.
+    Sandwich,
+    /// OLMo-2: no input norms; `post_attention_layernorm` and `post_feedforward_layernorm` on
+    /// the sublayer outputs, before the residual sum.
+    Post,
+}
+
+/// RMSNorm of the queries and keys before the rotary embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QkNorm {
+    /// None (Llama).
+    None,
+    /// Per head, over `head_dim` (`q_norm.weight` `[head_dim]`): Qwen3 (plain), Gemma-3 (1 + w).
+    PerHead(NormKind),
+    /// Over all heads at once, before the reshape into heads (`q_norm.weight`
+    /// `[heads · head_dim]`, `k_norm.weight` `[kv_heads · head_dim]`, plain): OLMo-2.
+    AllHeads,
 }
 
 /// Whether projections sharing an input are stored fused in the checkpoint.
@@ -72,8 +97,15 @@ pub(crate) struct Spec {
     pub final_softcap: Option<f64>,
     /// Per layer: the sliding window, if that layer has one.
     pub sliding: Vec<Option<usize>>,
-    /// Gemma-2's post-attention and pre/post feed-forward norms.
-    pub sandwich_norms: bool,
+    /// Where the layer norms sit.
+    pub norms: NormPlacement,
+    /// q/k norms before the rotary embedding.
+    pub qk_norm: QkNorm,
+    /// The rotary embedding of the sliding-window layers, when it differs from [`Spec::rope`]
+    /// (Gemma-3's `rope_local_base_freq`).
+    pub local_rope: Option<RopeSpec>,
+    /// Per layer: whether it applies the rotary embedding (SmolLM3's `no_rope_layers`).
+    pub use_rope: Vec<bool>,
     pub layout: Layout,
     /// Biases on the q/k/v projections (fused or not).
     pub qkv_bias: bool,
@@ -113,6 +145,18 @@ impl Spec {
                 ),
             ));
         }
+        for (key, n) in [
+            ("layer_types", self.sliding.len()),
+            ("no_rope_layers", self.use_rope.len()),
+        ] {
+            if n != self.num_layers {
+                return Err(Error::config(
+                    path,
+                    key,
+                    format!("has {n} entries for {} layers", self.num_layers),
+                ));
+            }
+        }
         if self.sliding.contains(&Some(0)) {
             return Err(Error::config(path, "sliding_window", "must be positive"));
         }
@@ -128,6 +172,7 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn new(vb: &Weights, size: usize, eps: f64, kind: NormKind) -> Result<Self> {
+        // transformers computes every RMSNorm of these families in f32.
         let w = match kind {
             NormKind::Plain => vb.get(&[size], "weight")?,
             // transformers multiplies by (1 + w.float()) in f32: keep the sum in f32.
@@ -181,6 +226,17 @@ impl Proj {
     }
 }
 
+/// Which rotary embedding a layer applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerRope {
+    /// The model's rope.
+    Main,
+    /// The sliding-window layers' own rope ([`Spec::local_rope`]).
+    Local,
+    /// None (SmolLM3's no-rope layers).
+    Off,
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
     qkv: Proj,
@@ -191,6 +247,9 @@ struct Attention {
     scale: f64,
     softcap: Option<f64>,
     sliding: bool,
+    /// q/k norms and whether they run over all heads at once (before the reshape).
+    qk_norm: Option<(RmsNorm, RmsNorm, bool)>,
+    rope: LayerRope,
 }
 
 impl Attention {
@@ -214,6 +273,28 @@ impl Attention {
             }
         };
         let o = f.linear(&vb.pp("o_proj"), nh * hd, h, spec.o_bias)?;
+        let eps = spec.rms_norm_eps;
+        let qk_norm = match spec.qk_norm {
+            QkNorm::None => None,
+            QkNorm::PerHead(kind) => Some((
+                RmsNorm::new(&vb.pp("q_norm"), hd, eps, kind)?,
+                RmsNorm::new(&vb.pp("k_norm"), hd, eps, kind)?,
+                false,
+            )),
+            QkNorm::AllHeads => Some((
+                RmsNorm::new(&vb.pp("q_norm"), nh * hd, eps, NormKind::Plain)?,
+                RmsNorm::new(&vb.pp("k_norm"), nkv * hd, eps, NormKind::Plain)?,
+                true,
+            )),
+        };
+        let sliding = spec.sliding[layer].is_some();
+        let rope = if !spec.use_rope[layer] {
+            LayerRope::Off
+        } else if sliding && spec.local_rope.is_some() {
+            LayerRope::Local
+        } else {
+            LayerRope::Main
+        };
         Ok(Self {
             qkv,
             o,
@@ -222,7 +303,9 @@ impl Attention {
             head_dim: hd,
             scale: spec.attn_scale,
             softcap: spec.attn_softcap,
-            sliding: spec.sliding[layer].is_some(),
+            sliding,
+            qk_norm,
+            rope,
         })
     }
 
@@ -240,11 +323,52 @@ impl Attention {
         let v = qkv.pop().ok_or_else(|| internal("qkv"))?;
         let k = qkv.pop().ok_or_else(|| internal("qkv"))?;
         let q = qkv.pop().ok_or_else(|| internal("qkv"))?;
-        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let (q, k) = match &self.qk_norm {
+            None => (q.reshape((b, t, nh, hd))?, k.reshape((b, t, nkv, hd))?),
+            Some((qn, kn, true)) => (
+                qn.forward(&q, st.training)?.reshape((b, t, nh, hd))?,
+                kn.forward(&k, st.training)?.reshape((b, t, nkv, hd))?,
+            ),
+            Some((qn, kn, false)) => (
+                qn.forward(&q.reshape((b, t, nh, hd))?, st.training)?,
+                kn.forward(&k.reshape((b, t, nkv, hd))?, st.training)?,
+            ),
+        };
+        // Training on the CPU in f32: rope, scores, mask, softmax and · v as one fused op
+        // (crate::fused), straight from the projections' layout.
+        if st.training && cache.is_none() && self.softcap.is_none() {
+            let rope = match self.rope {
+                LayerRope::Main => Some((&st.cos, &st.sin)),
+                LayerRope::Local => st.local.as_ref().map(|(c, s)| (c, s)),
+                LayerRope::Off => None,
+            };
+            let mask = if self.sliding {
+                &st.sliding_mask
+            } else {
+                &st.mask
+            };
+            let v4 = v.reshape((b, t, nkv, hd))?;
+            if let Some(out) =
+                crate::fused::attention(&q, &k, &v4, rope, mask.as_ref(), self.scale)?
+            {
+                return self.o.forward_t(&out, st.training);
+            }
+        }
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = ops::rope(&q, &st.cos, &st.sin, st.training)?;
-        let k = ops::rope(&k, &st.cos, &st.sin, st.training)?;
+        let rope = match self.rope {
+            LayerRope::Main => Some((&st.cos, &st.sin)),
+            LayerRope::Local => st.local.as_ref().map(|(c, s)| (c, s)),
+            LayerRope::Off => None,
+        };
+        let (q, k) = match rope {
+            Some((cos, sin)) => (
+                ops::rope(&q, cos, sin, st.training)?,
+                ops::rope(&k, cos, sin, st.training)?,
+            ),
+            None => (q, k),
+        };
         let (k, v) = match cache {
             Some(c) => c.append(layer, &k, &v)?,
             None => (k, v),
@@ -322,14 +446,23 @@ impl Mlp {
         let mut gu = self.gate_up.forward(x, training)?;
         let up = gu.pop().ok_or_else(|| internal("gate_up"))?;
         let gate = gu.pop().ok_or_else(|| internal("gate_up"))?;
-        let h = (self.act.apply(&gate)? * up)?;
+        // Training on the CPU in f32: one fused op (crate::fused) instead of the composed graph.
+        let fused = if training {
+            crate::fused::gated(self.act, &gate, &up)?
+        } else {
+            None
+        };
+        let h = match fused {
+            Some(h) => h,
+            None => (self.act.apply(&gate)? * up)?,
+        };
         self.down.forward_t(&h, training)
     }
 }
 
 #[derive(Debug, Clone)]
 struct Layer {
-    input_norm: RmsNorm,
+    input_norm: Option<RmsNorm>,
     attn: Attention,
     post_attn_norm: RmsNorm,
     pre_ff_norm: Option<RmsNorm>,
@@ -341,20 +474,18 @@ impl Layer {
     fn new(spec: &Spec, vb: &Weights, f: &LinearFactory, fuse: bool, i: usize) -> Result<Self> {
         let n =
             |name: &str| RmsNorm::new(&vb.pp(name), spec.hidden_size, spec.rms_norm_eps, spec.norm);
+        let (input, pre_ff, post_ff) = match spec.norms {
+            NormPlacement::Pre => (true, false, false),
+            NormPlacement::Sandwich => (true, true, true),
+            NormPlacement::Post => (false, false, true),
+        };
+        let opt = |on: bool, name: &str| if on { n(name).map(Some) } else { Ok(None) };
         Ok(Self {
-            input_norm: n("input_layernorm")?,
+            input_norm: opt(input, "input_layernorm")?,
             attn: Attention::new(spec, &vb.pp("self_attn"), f, fuse, i)?,
             post_attn_norm: n("post_attention_layernorm")?,
-            pre_ff_norm: if spec.sandwich_norms {
-                Some(n("pre_feedforward_layernorm")?)
-            } else {
-                None
-            },
-            post_ff_norm: if spec.sandwich_norms {
-                Some(n("post_feedforward_layernorm")?)
-            } else {
-                None
-            },
+            pre_ff_norm: opt(pre_ff, "pre_feedforward_layernorm")?,
+            post_ff_norm: opt(post_ff, "post_feedforward_layernorm")?,
             mlp: Mlp::new(spec, &vb.pp("mlp"), f, fuse)?,
         })
     }
@@ -367,13 +498,19 @@ impl Layer {
         i: usize,
     ) -> Result<Tensor> {
         let tr = st.training;
-        let h = self
-            .attn
-            .forward(&self.input_norm.forward(x, tr)?, st, cache, i)?;
+        let h = match &self.input_norm {
+            Some(n) => self.attn.forward(&n.forward(x, tr)?, st, cache, i)?,
+            None => self.attn.forward(x, st, cache, i)?,
+        };
         match (&self.pre_ff_norm, &self.post_ff_norm) {
             (Some(pre), Some(post)) => {
                 let x = (x + self.post_attn_norm.forward(&h, tr)?)?;
                 let m = self.mlp.forward(&pre.forward(&x, tr)?, tr)?;
+                Ok((&x + post.forward(&m, tr)?)?)
+            }
+            (None, Some(post)) => {
+                let x = (x + self.post_attn_norm.forward(&h, tr)?)?;
+                let m = self.mlp.forward(&x, tr)?;
                 Ok((&x + post.forward(&m, tr)?)?)
             }
             _ => {
@@ -391,6 +528,8 @@ impl Layer {
 struct Step<'a> {
     cos: Tensor,
     sin: Tensor,
+    /// `cos`, `sin` of the sliding layers' own rope, when the model has one.
+    local: Option<(Tensor, Tensor)>,
     mask: Option<Tensor>,
     sliding_mask: Option<Tensor>,
     training: bool,
@@ -406,6 +545,7 @@ pub(crate) struct Decoder {
     norm: RmsNorm,
     lm_head: LoraLinear,
     rope: Rope,
+    local_rope: Option<Rope>,
     final_softcap: Option<f64>,
     window: Option<usize>,
     generation_cache_reset: Option<usize>,
@@ -456,6 +596,10 @@ impl Decoder {
             (Embedding::Table(embed), head)
         };
         let rope = Rope::new(&spec.rope, spec.head_dim, path)?;
+        let local_rope = match &spec.local_rope {
+            Some(r) => Some(Rope::new(r, spec.head_dim, path)?),
+            None => None,
+        };
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
             layers.push(Layer::new(spec, &m.pp("layers").pp(i), f, fuse, i)?);
@@ -474,10 +618,26 @@ impl Decoder {
             spec.num_layers,
         );
         let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
+        let qk_norm = match spec.qk_norm {
+            QkNorm::None => 0,
+            QkNorm::PerHead(_) => 2 * hd,
+            QkNorm::AllHeads => (nh + nkv) * hd,
+        };
+        let biases = if spec.qkv_bias {
+            (nh + 2 * nkv) * hd
+        } else {
+            0
+        } + if spec.o_bias { h } else { 0 }
+            + if spec.mlp_bias { 2 * i + h } else { 0 };
         let per_layer = h * (nh + 2 * nkv) * hd
             + nh * hd * h
             + 3 * h * i
-            + h * if spec.sandwich_norms { 4 } else { 2 };
+            + biases
+            + qk_norm
+            + h * match spec.norms {
+                NormPlacement::Pre | NormPlacement::Post => 2,
+                NormPlacement::Sandwich => 4,
+            };
         let head = if spec.tie_word_embeddings { 0 } else { v * h };
         let num_params = v * h + l * per_layer + h + head;
         let window = spec.sliding.iter().flatten().copied().min();
@@ -488,6 +648,7 @@ impl Decoder {
             norm,
             lm_head,
             rope,
+            local_rope,
             final_softcap: spec.final_softcap,
             window,
             generation_cache_reset: spec.generation_cache_reset,
@@ -583,6 +744,10 @@ impl Decoder {
         let (cos, sin) = self
             .rope
             .cos_sin(&pos, rope_seq_len, (b, t), self.info.dtype, device)?;
+        let local = match &self.local_rope {
+            Some(r) => Some(r.cos_sin(&pos, rope_seq_len, (b, t), self.info.dtype, device)?),
+            None => None,
+        };
         let mask = build_mask(valid.as_deref(), b, t, past, None, device)?;
         let sliding_mask = match self.window {
             Some(w) if w < total => build_mask(valid.as_deref(), b, t, past, Some(w), device)?,
@@ -591,6 +756,7 @@ impl Decoder {
         let st = Step {
             cos,
             sin,
+            local,
             mask,
             sliding_mask,
             training,
@@ -754,6 +920,8 @@ mod tests {
             head_dim: None,
             tie_word_embeddings: false,
             activation: ActivationKeys::HiddenAct,
+            rope_theta: 10000.0,
+            rope_layer_type: None,
         };
         let mut s =
             Spec::from_common(&c, "LlamaForCausalLM", &defaults, Path::new("cfg")).expect("spec");

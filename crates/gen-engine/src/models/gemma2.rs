@@ -6,11 +6,11 @@
 //! by default sliding on even layers), queries scaled by `query_pre_attn_scalar^-½`, and
 //! post-attention / pre- and post-feed-forward norms.
 
-use super::common::{CommonConfig, Defaults};
-use super::decoder::Spec;
+use super::common::{CommonConfig, Defaults, windows_from_layer_types};
+use super::decoder::{NormPlacement, Spec};
 use super::decoder_family;
 use super::gemma::gemma_spec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -63,27 +63,7 @@ impl Config {
         )?);
         let layers = self.common.num_hidden_layers;
         spec.sliding = match &self.layer_types {
-            Some(types) => {
-                if types.len() != layers {
-                    return Err(Error::config(
-                        path,
-                        "layer_types",
-                        format!("has {} entries for {layers} layers", types.len()),
-                    ));
-                }
-                types
-                    .iter()
-                    .map(|t| match t.as_str() {
-                        "sliding_attention" => Ok(self.sliding_window),
-                        "full_attention" => Ok(None),
-                        other => Err(Error::config(
-                            path,
-                            "layer_types",
-                            format!("unknown layer type `{other}`"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            }
+            Some(types) => windows_from_layer_types(types, layers, self.sliding_window, path)?,
             None => (0..layers)
                 .map(|i| {
                     if i % 2 == 0 {
@@ -97,7 +77,7 @@ impl Config {
         spec.attn_scale = self.query_pre_attn_scalar.powf(-0.5);
         spec.attn_softcap = self.attn_logit_softcapping;
         spec.final_softcap = self.final_logit_softcapping;
-        spec.sandwich_norms = true;
+        spec.norms = NormPlacement::Sandwich;
         Ok(spec)
     }
 }

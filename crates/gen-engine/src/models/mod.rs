@@ -15,14 +15,26 @@ mod common;
 pub(crate) mod decoder;
 pub mod gemma;
 pub mod gemma2;
+pub mod gemma3;
 pub mod llama;
+pub mod mistral;
+pub mod olmo2;
 pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
+pub mod smollm3;
 
 pub use common::CommonConfig;
 pub use gemma::GemmaForCausalLM;
 pub use gemma2::Gemma2ForCausalLM;
+pub use gemma3::Gemma3ForCausalLM;
 pub use llama::LlamaForCausalLM;
+pub use mistral::MistralForCausalLM;
+pub use olmo2::Olmo2ForCausalLM;
 pub use phi3::Phi3ForCausalLM;
+pub use qwen2::Qwen2ForCausalLM;
+pub use qwen3::Qwen3ForCausalLM;
+pub use smollm3::SmolLM3ForCausalLM;
 
 /// Parses a family's config (the parsed `config.json` at the given path) and builds the model.
 pub(crate) type BuildFn =
@@ -41,8 +53,18 @@ pub(crate) struct Family {
 }
 
 /// The registered families.
-pub(crate) const FAMILIES: &[Family] =
-    &[llama::FAMILY, gemma::FAMILY, gemma2::FAMILY, phi3::FAMILY];
+pub(crate) const FAMILIES: &[Family] = &[
+    llama::FAMILY,
+    gemma::FAMILY,
+    gemma2::FAMILY,
+    phi3::FAMILY,
+    gemma3::FAMILY,
+    qwen2::FAMILY,
+    qwen3::FAMILY,
+    mistral::FAMILY,
+    olmo2::FAMILY,
+    smollm3::FAMILY,
+];
 
 const ARCHITECTURES: [&str; FAMILIES.len()] = {
     let mut out = [""; FAMILIES.len()];

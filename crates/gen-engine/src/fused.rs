@@ -1,0 +1,1479 @@
+//! Fused forward + backward ops for training on the CPU in f32 (added for lora-train's speed).
+//!
+//! candle's autograd turns every element-wise op of a composed graph into a separate,
+//! single-threaded pass that allocates its output, and its backward into several more; its
+//! matmul backward always computes both operands' gradients. Here the training hot spots are
+//! one candle custom op each, with a hand-written backward, parallel over rows (rayon) and with
+//! the products straight into `gemm` (the kernel candle's CPU matmul runs) at the strides they
+//! need, so no transposed copy or gradient sum is ever materialised:
+//! - [`rms_norm`]: `x̂ · w` with a frozen `w` (the base norms are frozen in LoRA training; the
+//!   `(1 + w)` form is folded into `w` at load time); backward gives `dx` only.
+//! - [`gated`]: `act(gate) · up` (SiLU, tanh-GELU); backward gives `d_gate` and `d_up` in one pass.
+//! - [`attention`]: rotary embedding of q and k, `softmax(q kᵀ · scale + mask) v` over grouped
+//!   query heads, parallel over (batch, head), reading q/k/v in the projections' `[b, t, heads,
+//!   head_dim]` layout and writing `[b, t, heads · head_dim]` (no transposed copies); backward
+//!   un-rotates (rotation by −θ) and sums the grouped heads' key/value gradients.
+//! - [`linear`]: the frozen base product `x Wᵀ + b` of a linear layer, with its LoRA path
+//!   `scale · (x Aᵀ) Bᵀ` when it has one; backward gives `dx = g W + scale · (g B) A`, `dA` and
+//!   `dB` (never the frozen weight's gradient).
+//!
+//! Every entry point returns `None` where it does not apply (another dtype or device), and the
+//! caller then runs candle's composed graph, so numerics elsewhere are unchanged. Inference
+//! never comes here.
+
+use crate::error::Result;
+use crate::ops::Activation;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Whether a tensor is f32 on the CPU (what the fused ops handle).
+fn fits(t: &Tensor) -> bool {
+    t.dtype() == DType::F32 && t.device().is_cpu()
+}
+
+/// The contiguous f32 data of a CPU storage.
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: expected f32, got {:?}", s.dtype())
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: expected a contiguous tensor")
+    };
+    Ok(&v[a..b])
+}
+
+/// Runs `f` on a tensor's contiguous f32 CPU data (copying it first if it is strided).
+fn with_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        candle_core::Storage::Cpu(c) => Ok(f(cpu_slice(c, l, op)?)),
+        _ => candle_core::bail!("{op}: CPU only"),
+    }
+}
+
+/// A tensor's contiguous f32 CPU data, copied out.
+fn to_vec(t: &Tensor, op: &str) -> CResult<Vec<f32>> {
+    with_data(t, op, |d| d.to_vec())
+}
+
+/// The f32 data of a CPU storage (see [`borrow_f32!`]).
+fn storage_f32<'a>(s: &'a candle_core::Storage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
+    match s {
+        candle_core::Storage::Cpu(c) => cpu_slice(c, l, op),
+        _ => candle_core::bail!("{op}: CPU only"),
+    }
+}
+
+/// `borrow_f32!(t, op => held, guard, data)`: `data` is the contiguous f32 CPU data of tensor
+/// `t` (copied only if strided), borrowed for the rest of the scope without copying.
+macro_rules! borrow_f32 {
+    ($t:expr, $op:expr => $held:ident, $guard:ident, $data:ident) => {
+        let $held = $t.contiguous()?;
+        let $guard = $held.storage_and_layout();
+        let $data = storage_f32(&$guard.0, $guard.1, $op)?;
+    };
+}
+
+/// A new f32 CPU tensor.
+fn tensor(v: Vec<f32>, shape: &[usize]) -> CResult<Tensor> {
+    Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
+}
+
+/// The rayon parallelism for one large product: candle's thread count.
+fn par() -> Parallelism {
+    let n = candle_core::utils::get_num_threads();
+    if n > 1 {
+        Parallelism::Rayon(n)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// A strided view of an f32 matrix: element `(i, j)` is `data[i · rs + j · cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major with row stride `rs`.
+    fn rows(data: &'a [f32], rs: usize) -> Self {
+        Self { data, rs, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with row stride `rs`.
+    fn cols(data: &'a [f32], rs: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: rs,
+        }
+    }
+    /// Whether an `m × n` view stays inside the data.
+    fn holds(&self, m: usize, n: usize) -> bool {
+        m == 0 || n == 0 || (m - 1) * self.rs + (n - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = (acc ? dst : 0) + scale · lhs · rhs` for an `m × k` `lhs`, a `k × n` `rhs` and a
+/// row-major `dst` with row stride `dst_rs`, by `gemm`. Panics (a bug, not an input error) if a
+/// view reaches outside its slice.
+#[allow(clippy::too_many_arguments)]
+fn mm(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    // SAFETY: `dst` is borrowed mutably for the call, so it is valid and unaliased.
+    unsafe {
+        mm_raw(
+            dims,
+            (dst.as_mut_ptr(), dst.len()),
+            dst_rs,
+            acc,
+            lhs,
+            rhs,
+            scale,
+            parallelism,
+        )
+    }
+}
+
+/// [`mm`] into a raw destination `(pointer, elements available from it)`.
+///
+/// # Safety
+/// The `len` elements from the pointer must be valid for writes, and no other thread may touch
+/// the `m × n` elements of the destination view during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm_raw(
+    (m, n, k): (usize, usize, usize),
+    (dst, len): (*mut f32, usize),
+    dst_rs: usize,
+    acc: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        lhs.holds(m, k) && rhs.holds(k, n) && (m - 1) * dst_rs + n <= len,
+        "fused: product views out of bounds"
+    );
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: in bounds (asserted above), exclusive per the contract.
+                    unsafe { *dst.add(i * dst_rs + j) = 0.0 };
+                }
+            }
+        }
+        return;
+    }
+    // SAFETY: the assertion keeps every element gemm reads or writes inside the slices and the
+    // destination (all strides non-negative); exclusivity is the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            acc,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0f32,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// A raw pointer into an output buffer that parallel tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32, usize);
+// SAFETY: only used to write disjoint regions from parallel tasks (each use says why).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn new(v: &mut [f32]) -> Self {
+        Self(v.as_mut_ptr(), v.len())
+    }
+    /// `(pointer to element off, elements from there)`, for a strided view whose elements
+    /// the caller writes exclusively.
+    fn at(&self, off: usize) -> (*mut f32, usize) {
+        assert!(off <= self.1, "fused: output offset out of bounds");
+        // SAFETY: `off` is within the buffer (checked).
+        (unsafe { self.0.add(off) }, self.1 - off)
+    }
+
+    /// The `len` elements from `off`.
+    ///
+    /// # Safety
+    /// No two live slices obtained from the same buffer may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, off: usize, len: usize) -> &mut [f32] {
+        assert!(off + len <= self.1, "fused: output slice out of bounds");
+        // SAFETY: in bounds (checked); disjointness is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(off), len) }
+    }
+}
+
+/// Rows per parallel chunk so that every thread gets a few chunks.
+fn rows_per_chunk(rows: usize) -> usize {
+    let threads = candle_core::utils::get_num_threads().max(1);
+    rows.div_ceil(4 * threads).max(1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+struct RmsNormOp {
+    w: Arc<Vec<f32>>,
+    eps: f64,
+}
+
+/// `1 / √(mean(x²) + eps)` of one row (sum in f64).
+fn rstd(row: &[f32], eps: f64) -> f32 {
+    let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    (1.0 / (ss / row.len().max(1) as f64 + eps).sqrt()) as f32
+}
+
+impl CustomOp1 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = cpu_slice(s, l, self.name())?;
+        let d = self.w.len();
+        let mut y = vec![0f32; x.len()];
+        let per = rows_per_chunk(x.len() / d.max(1)) * d;
+        y.par_chunks_mut(per.max(1))
+            .zip(x.par_chunks(per.max(1)))
+            .for_each(|(yc, xc)| {
+                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                    let r = rstd(xr, self.eps);
+                    for ((o, &v), &w) in yr.iter_mut().zip(xr).zip(self.w.iter()) {
+                        *o = v * r * w;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> CResult<Option<Tensor>> {
+        let d = self.w.len();
+        borrow_f32!(x, self.name() => xh, xg, xs);
+        borrow_f32!(g, self.name() => gh, gg, gs);
+        let mut dx = vec![0f32; xs.len()];
+        {
+            let per = rows_per_chunk(xs.len() / d.max(1)) * d;
+            dx.par_chunks_mut(per.max(1))
+                .zip(xs.par_chunks(per.max(1)).zip(gs.par_chunks(per.max(1))))
+                .for_each(|(dc, (xc, gc))| {
+                    for ((dr, xr), gr) in dc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
+                        let r = rstd(xr, self.eps);
+                        // dx = r · (g w − x · r² · Σ(g w x) / d)
+                        let dot: f64 = gr
+                            .iter()
+                            .zip(xr)
+                            .zip(self.w.iter())
+                            .map(|((&g, &x), &w)| (g * w) as f64 * x as f64)
+                            .sum();
+                        let c = (dot / d as f64) as f32 * r * r;
+                        for (((o, &g), &x), &w) in dr.iter_mut().zip(gr).zip(xr).zip(self.w.iter())
+                        {
+                            *o = r * (g * w - x * c);
+                        }
+                    }
+                });
+        }
+        Ok(Some(tensor(dx, x.dims())?))
+    }
+}
+
+/// RMSNorm `x / √(mean(x²) + eps) · w` over the last dimension with a frozen `w` (its gradient
+/// is not computed), as one op. `None` unless `x` and `w` are f32 on the CPU.
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+    if !fits(x) || !fits(w) || w.rank() != 1 || x.dim(candle_core::D::Minus1)? != w.dim(0)? {
+        return Ok(None);
+    }
+    let op = RmsNormOp {
+        w: Arc::new(to_vec(w, "fused-rms-norm")?),
+        eps,
+    };
+    Ok(Some(x.contiguous()?.apply_op1(op)?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gated activation
+
+const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+
+/// `(act(g), act'(g))`.
+#[inline]
+fn act_and_grad(act: Activation, g: f32) -> (f32, f32) {
+    match act {
+        Activation::Silu => {
+            let s = 1.0 / (1.0 + (-g).exp());
+            (g * s, s * (1.0 + g * (1.0 - s)))
+        }
+        // tanh-GELU, as candle's `gelu`.
+        _ => {
+            let inner = SQRT_TWO_OVER_PI * g * (1.0 + 0.044715 * g * g);
+            let t = inner.tanh();
+            let d = 0.5 * (1.0 + t)
+                + 0.5 * g * (1.0 - t * t) * SQRT_TWO_OVER_PI * (1.0 + 3.0 * 0.044715 * g * g);
+            (0.5 * g * (1.0 + t), d)
+        }
+    }
+}
+
+struct GatedOp {
+    act: Activation,
+}
+
+impl CustomOp2 for GatedOp {
+    fn name(&self) -> &'static str {
+        "fused-gated-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let g = cpu_slice(s1, l1, self.name())?;
+        let u = cpu_slice(s2, l2, self.name())?;
+        if g.len() != u.len() {
+            candle_core::bail!("fused-gated-act: gate and up differ in size");
+        }
+        let mut h = vec![0f32; g.len()];
+        let per = 16 * 1024;
+        h.par_chunks_mut(per)
+            .zip(g.par_chunks(per).zip(u.par_chunks(per)))
+            .for_each(|(hc, (gc, uc))| {
+                for ((o, &g), &u) in hc.iter_mut().zip(gc).zip(uc) {
+                    *o = act_and_grad(self.act, g).0 * u;
+                }
+            });
+        Ok((CpuStorage::F32(h), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _h: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        borrow_f32!(gate, self.name() => gh_, gg_, gs);
+        borrow_f32!(up, self.name() => uh_, ug_, us);
+        borrow_f32!(grad, self.name() => hh_, hg_, hs);
+        let mut dg = vec![0f32; gs.len()];
+        let mut du = vec![0f32; gs.len()];
+        {
+            let per = 16 * 1024;
+            dg.par_chunks_mut(per)
+                .zip(du.par_chunks_mut(per))
+                .zip(
+                    gs.par_chunks(per)
+                        .zip(us.par_chunks(per))
+                        .zip(hs.par_chunks(per)),
+                )
+                .for_each(|((dgc, duc), ((gc, uc), hc))| {
+                    for ((((dg, du), &g), &u), &h) in
+                        dgc.iter_mut().zip(duc.iter_mut()).zip(gc).zip(uc).zip(hc)
+                    {
+                        let (a, da) = act_and_grad(self.act, g);
+                        *dg = h * u * da;
+                        *du = h * a;
+                    }
+                });
+        }
+        Ok((Some(tensor(dg, gate.dims())?), Some(tensor(du, up.dims())?)))
+    }
+}
+
+/// `act(gate) · up` as one op (SiLU and tanh-GELU); `None` for other activations, dtypes or
+/// devices, or differing shapes.
+pub(crate) fn gated(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Option<Tensor>> {
+    if act == Activation::GeluErf || !fits(gate) || !fits(up) || gate.dims() != up.dims() {
+        return Ok(None);
+    }
+    Ok(Some(
+        gate.contiguous()?
+            .apply_op2(&up.contiguous()?, GatedOp { act })?,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+/// `cos`, `sin` tables `[b, t, half]` (the first `2 · half` channels of a head rotate).
+struct RopeTab {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl RopeTab {
+    /// Rotates `x` (one head's channels at `(batch, position)` row `row = bi · t + i`) by the
+    /// position's angle (`inverse`: by its negative), times `scale`, into `out`.
+    fn apply(&self, row: usize, x: &[f32], out: &mut [f32], scale: f32, inverse: bool) {
+        let h = self.half;
+        let c = &self.cos[row * h..(row + 1) * h];
+        let s = &self.sin[row * h..(row + 1) * h];
+        for j in 0..h {
+            let (x1, x2) = (x[j], x[j + h]);
+            let (y1, y2) = if inverse {
+                (x1 * c[j] + x2 * s[j], x2 * c[j] - x1 * s[j])
+            } else {
+                (x1 * c[j] - x2 * s[j], x2 * c[j] + x1 * s[j])
+            };
+            out[j] = y1 * scale;
+            out[j + h] = y2 * scale;
+        }
+        for j in 2 * h..x.len() {
+            out[j] = x[j] * scale;
+        }
+    }
+}
+
+/// Dimensions of one attention call.
+#[derive(Clone, Copy)]
+struct AttnDims {
+    b: usize,
+    t: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+}
+
+/// What the forward keeps for the backward: the rotated, scaled queries `[b, nh, t, hd]`, the
+/// rotated keys `[b, nkv, t, hd]` and the probabilities `[b, nh, t, t]`.
+struct AttnSaved {
+    qr: Vec<f32>,
+    kr: Vec<f32>,
+    p: Vec<f32>,
+}
+
+struct AttentionOp {
+    dims: AttnDims,
+    rope: Option<RopeTab>,
+    /// Additive mask `[b, t, t]` (0 or −∞).
+    mask: Option<Vec<f32>>,
+    scale: f32,
+    saved: Mutex<Option<Arc<AttnSaved>>>,
+}
+
+impl AttentionOp {
+    /// Rotated (and scaled) heads of `x` `[b, t, n, hd]` in head-major order `[b, n, t, hd]`.
+    fn rotate_in(&self, x: &[f32], n: usize, scale: f32) -> Vec<f32> {
+        let AttnDims { b, t, hd, .. } = self.dims;
+        let mut out = vec![0f32; b * n * t * hd];
+        out.par_chunks_mut(t * hd)
+            .enumerate()
+            .for_each(|(bh, dst)| {
+                let (bi, h) = (bh / n, bh % n);
+                for i in 0..t {
+                    let src = &x[((bi * t + i) * n + h) * hd..][..hd];
+                    let o = &mut dst[i * hd..(i + 1) * hd];
+                    match &self.rope {
+                        Some(r) => r.apply(bi * t + i, src, o, scale, false),
+                        None => o.iter_mut().zip(src).for_each(|(o, &v)| *o = v * scale),
+                    }
+                }
+            });
+        out
+    }
+
+    /// The inverse of [`AttentionOp::rotate_in`] for gradients: head-major `[b, n, t, hd]` back to
+    /// `[b, t, n, hd]`, rotated by −θ and times `scale`.
+    fn rotate_out(&self, x: &[f32], n: usize, scale: f32) -> Vec<f32> {
+        let AttnDims { b, t, hd, .. } = self.dims;
+        let mut out = vec![0f32; b * t * n * hd];
+        out.par_chunks_mut(n * hd)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (bi, i) = (row / t, row % t);
+                for h in 0..n {
+                    let src = &x[((bi * n + h) * t + i) * hd..][..hd];
+                    let o = &mut dst[h * hd..(h + 1) * hd];
+                    match &self.rope {
+                        Some(r) => r.apply(row, src, o, scale, true),
+                        None => o.iter_mut().zip(src).for_each(|(o, &v)| *o = v * scale),
+                    }
+                }
+            });
+        out
+    }
+}
+
+/// Softmax of a row in place (max subtracted; a row that is all −∞ cannot occur: a query
+/// always sees itself).
+fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let AttnDims { b, t, nh, nkv, hd } = self.dims;
+        let q = cpu_slice(sq, lq, self.name())?;
+        let k = cpu_slice(sk, lk, self.name())?;
+        let v = cpu_slice(sv, lv, self.name())?;
+        if q.len() != b * t * nh * hd || k.len() != b * t * nkv * hd || v.len() != k.len() {
+            candle_core::bail!("fused-attention: q/k/v sizes do not match the dimensions");
+        }
+        let rep = nh / nkv;
+        let qr = self.rotate_in(q, nh, self.scale);
+        let kr = self.rotate_in(k, nkv, 1.0);
+        let mut p = vec![0f32; b * nh * t * t];
+        let mut out = vec![0f32; b * t * nh * hd];
+        let dst = SharedOut::new(&mut out);
+        p.par_chunks_mut(t * t).enumerate().for_each(|(bh, pbh)| {
+            let (bi, h) = (bh / nh, bh % nh);
+            let g = h / rep;
+            let qh = &qr[bh * t * hd..(bh + 1) * t * hd];
+            let kg = &kr[(bi * nkv + g) * t * hd..(bi * nkv + g + 1) * t * hd];
+            mm(
+                (t, t, hd),
+                pbh,
+                t,
+                false,
+                Mat::rows(qh, hd),
+                Mat::cols(kg, hd),
+                1.0,
+                Parallelism::None,
+            );
+            for (i, row) in pbh.chunks_mut(t).enumerate() {
+                if let Some(m) = &self.mask {
+                    let mrow = &m[(bi * t + i) * t..(bi * t + i + 1) * t];
+                    row.iter_mut().zip(mrow).for_each(|(s, &m)| *s += m);
+                }
+                softmax_row(row);
+            }
+            let vg = &v[(bi * t * nkv + g) * hd..];
+            // SAFETY: head h of batch bi writes only the t × hd view at columns h·hd.. of its
+            // batch's rows, which no other task touches.
+            unsafe {
+                mm_raw(
+                    (t, hd, t),
+                    dst.at(bi * t * nh * hd + h * hd),
+                    nh * hd,
+                    false,
+                    Mat::rows(pbh, t),
+                    Mat::rows(vg, nkv * hd),
+                    1.0,
+                    Parallelism::None,
+                )
+            };
+        });
+        if let Ok(mut s) = self.saved.lock() {
+            *s = Some(Arc::new(AttnSaved { qr, kr, p }));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, t, nh * hd))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let AttnDims { b, t, nh, nkv, hd } = self.dims;
+        let rep = nh / nkv;
+        let saved = match self.saved.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => None,
+        };
+        let Some(saved) = saved else {
+            candle_core::bail!("fused-attention: backward before forward")
+        };
+        borrow_f32!(v, self.name() => vh_, vg_, vs);
+        borrow_f32!(grad, self.name() => gh_, gg_, go);
+        let mut dqr = vec![0f32; b * nh * t * hd];
+        let mut dkr = vec![0f32; b * nkv * t * hd];
+        let mut dv = vec![0f32; b * t * nkv * hd];
+        let dq_out = SharedOut::new(&mut dqr);
+        let dv_out = SharedOut::new(&mut dv);
+        dkr.par_chunks_mut(t * hd)
+            .enumerate()
+            .for_each(|(bg, dkg)| {
+                let (bi, g) = (bg / nkv, bg % nkv);
+                let kg = &saved.kr[bg * t * hd..(bg + 1) * t * hd];
+                let vg = &vs[(bi * t * nkv + g) * hd..];
+                let dvg = dv_out.at((bi * t * nkv + g) * hd);
+                let mut dp = vec![0f32; t * t];
+                for r in 0..rep {
+                    let h = g * rep + r;
+                    let bh = bi * nh + h;
+                    let ph = &saved.p[bh * t * t..(bh + 1) * t * t];
+                    let qh = &saved.qr[bh * t * hd..(bh + 1) * t * hd];
+                    let goh = &go[bi * t * nh * hd + h * hd..];
+                    // dV_g += P_hᵀ dO_h
+                    // SAFETY: group g of batch bi alone writes the t × hd view of dv at
+                    // columns g·hd.. of its rows.
+                    unsafe {
+                        mm_raw(
+                            (t, hd, t),
+                            dvg,
+                            nkv * hd,
+                            r > 0,
+                            Mat::cols(ph, t),
+                            Mat::rows(goh, nh * hd),
+                            1.0,
+                            Parallelism::None,
+                        )
+                    };
+                    // dP = dO_h V_gᵀ
+                    mm(
+                        (t, t, hd),
+                        &mut dp,
+                        t,
+                        false,
+                        Mat::rows(goh, nh * hd),
+                        Mat::cols(vg, nkv * hd),
+                        1.0,
+                        Parallelism::None,
+                    );
+                    // dS = P ⊙ (dP − Σ_j dP P)
+                    for (dpr, pr) in dp.chunks_mut(t).zip(ph.chunks(t)) {
+                        let dot: f32 = dpr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                        dpr.iter_mut()
+                            .zip(pr)
+                            .for_each(|(d, &p)| *d = p * (*d - dot));
+                    }
+                    // dQr_h = dS K_g
+                    // SAFETY: head h's block of dqr belongs to this task alone.
+                    let dqh = unsafe { dq_out.slice(bh * t * hd, t * hd) };
+                    mm(
+                        (t, hd, t),
+                        dqh,
+                        hd,
+                        false,
+                        Mat::rows(&dp, t),
+                        Mat::rows(kg, hd),
+                        1.0,
+                        Parallelism::None,
+                    );
+                    // dKr_g += dSᵀ Qr_h
+                    mm(
+                        (t, hd, t),
+                        dkg,
+                        hd,
+                        r > 0,
+                        Mat::cols(&dp, t),
+                        Mat::rows(qh, hd),
+                        1.0,
+                        Parallelism::None,
+                    );
+                }
+            });
+        let dq = self.rotate_out(&dqr, nh, self.scale);
+        let dk = self.rotate_out(&dkr, nkv, 1.0);
+        Ok((
+            Some(tensor(dq, q.dims())?),
+            Some(tensor(dk, k.dims())?),
+            Some(tensor(dv, v.dims())?),
+        ))
+    }
+}
+
+/// Causal self-attention with its rotary embedding, as one op: `q` `[b, t, nh, hd]`, `k`, `v`
+/// `[b, t, nkv, hd]` (grouped query heads: head `h` reads key/value head `h / (nh / nkv)`),
+/// `rope` the `cos`, `sin` tables `[b, t, half]` (the first `2 · half` channels rotate, in the
+/// rotate-half layout), `mask` the additive mask `[b, 1, 1, t, t]` (causal, padding, window);
+/// returns `[b, t, nh · hd]` = `softmax(rope(q) rope(k)ᵀ · scale + mask) v`. `None` unless
+/// everything is f32 on the CPU with no past keys (`mask` covering exactly `t` keys).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rope: Option<(&Tensor, &Tensor)>,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Option<Tensor>> {
+    if !fits(q) || !fits(k) || !fits(v) {
+        return Ok(None);
+    }
+    let (b, t, nh, hd) = q.dims4()?;
+    let (kb, kt, nkv, khd) = k.dims4()?;
+    if (kb, kt, khd) != (b, t, hd) || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 {
+        return Ok(None);
+    }
+    let rope = match rope {
+        Some((c, s)) => {
+            if !fits(c) || !fits(s) {
+                return Ok(None);
+            }
+            let (cb, ct, half) = c.dims3()?;
+            if (cb, ct) != (b, t) || s.dims() != c.dims() || 2 * half > hd {
+                return Ok(None);
+            }
+            Some(RopeTab {
+                cos: to_vec(c, "fused-attention")?,
+                sin: to_vec(s, "fused-attention")?,
+                half,
+            })
+        }
+        None => None,
+    };
+    let mask = match mask {
+        Some(m) => {
+            if !fits(m) || m.elem_count() != b * t * t || m.dims().last() != Some(&t) {
+                return Ok(None);
+            }
+            Some(to_vec(m, "fused-attention")?)
+        }
+        None => None,
+    };
+    let op = AttentionOp {
+        dims: AttnDims { b, t, nh, nkv, hd },
+        rope,
+        mask,
+        scale: scale as f32,
+        saved: Mutex::new(None),
+    };
+    Ok(Some(q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        op,
+    )?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frozen linear layer with an optional LoRA path
+
+/// How a frozen weight block is laid out.
+#[derive(Clone)]
+pub(crate) enum WeightBlock {
+    /// `[out, in]` row-major, as in a checkpoint.
+    Rows(Tensor),
+    /// `[in, out_i]` row-major: a column block of the transposed weight.
+    Cols(Tensor),
+}
+
+impl WeightBlock {
+    fn tensor(&self) -> &Tensor {
+        match self {
+            Self::Rows(t) | Self::Cols(t) => t,
+        }
+    }
+    /// `(out_i, in)`.
+    fn dims(&self) -> CResult<(usize, usize)> {
+        Ok(match self {
+            Self::Rows(t) => t.dims2()?,
+            Self::Cols(t) => {
+                let (i, o) = t.dims2()?;
+                (o, i)
+            }
+        })
+    }
+    /// The weight as the right operand of `x Wᵀ` (`in × out_i`).
+    fn as_wt<'a>(&self, d: &'a [f32], in_dim: usize, out_i: usize) -> Mat<'a> {
+        match self {
+            Self::Rows(_) => Mat::cols(d, in_dim),
+            Self::Cols(_) => Mat::rows(d, out_i),
+        }
+    }
+    /// The weight as the right operand of `g W` (`out_i × in`).
+    fn as_w<'a>(&self, d: &'a [f32], in_dim: usize, out_i: usize) -> Mat<'a> {
+        match self {
+            Self::Rows(_) => Mat::rows(d, in_dim),
+            Self::Cols(_) => Mat::cols(d, out_i),
+        }
+    }
+}
+
+/// The frozen part of a linear layer.
+struct Frozen {
+    blocks: Vec<WeightBlock>,
+    bias: Option<Vec<f32>>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+impl Frozen {
+    /// The output shape for an input shape `[…, in]`: `[…, out]`.
+    fn out_shape(&self, input: &Shape) -> Shape {
+        let mut d = input.dims().to_vec();
+        if let Some(last) = d.last_mut() {
+            *last = self.out_dim;
+        }
+        Shape::from(d)
+    }
+
+    /// `y = x Wᵀ + b` for `x` `[n, in]` into `y` `[n, out]`.
+    fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> CResult<()> {
+        let (k, out) = (self.in_dim, self.out_dim);
+        let mut off = 0;
+        for blk in &self.blocks {
+            let (oi, _) = blk.dims()?;
+            with_data(blk.tensor(), "fused-linear", |w| {
+                mm(
+                    (n, oi, k),
+                    &mut y[off..],
+                    out,
+                    false,
+                    Mat::rows(x, k),
+                    blk.as_wt(w, k, oi),
+                    1.0,
+                    par(),
+                )
+            })?;
+            off += oi;
+        }
+        if let Some(b) = &self.bias {
+            y.par_chunks_mut(out).for_each(|row| {
+                row.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+            });
+        }
+        Ok(())
+    }
+
+    /// `dx = g W` for `g` `[n, out]` into `dx` `[n, in]`.
+    fn input_grad(&self, g: &[f32], n: usize, dx: &mut [f32]) -> CResult<()> {
+        let (k, out) = (self.in_dim, self.out_dim);
+        let mut off = 0;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let (oi, _) = blk.dims()?;
+            with_data(blk.tensor(), "fused-linear", |w| {
+                mm(
+                    (n, k, oi),
+                    dx,
+                    k,
+                    i > 0,
+                    Mat::rows(&g[off..], out),
+                    blk.as_w(w, k, oi),
+                    1.0,
+                    par(),
+                )
+            })?;
+            off += oi;
+        }
+        Ok(())
+    }
+}
+
+/// `x Wᵀ + b` with a frozen `W`: backward gives `dx` only.
+struct FrozenLinearOp(Frozen);
+
+impl CustomOp1 for FrozenLinearOp {
+    fn name(&self) -> &'static str {
+        "fused-frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = cpu_slice(s, l, self.name())?;
+        let n = x.len() / self.0.in_dim.max(1);
+        let mut y = vec![0f32; n * self.0.out_dim];
+        self.0.forward(x, n, &mut y)?;
+        Ok((CpuStorage::F32(y), self.0.out_shape(l.shape())))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> CResult<Option<Tensor>> {
+        if !x.track_op() {
+            return Ok(None);
+        }
+        let n = x.elem_count() / self.0.in_dim.max(1);
+        let mut dx = vec![0f32; n * self.0.in_dim];
+        with_data(g, self.name(), |gs| self.0.input_grad(gs, n, &mut dx))??;
+        Ok(Some(tensor(dx, x.dims())?))
+    }
+}
+
+/// `x Wᵀ + b + scale · (x Aᵀ) Bᵀ` with a frozen `W`: backward gives `dx`, `dA` and `dB`.
+struct LoraLinearOp {
+    frozen: Frozen,
+    r: usize,
+    scale: f32,
+}
+
+impl CustomOp3 for LoraLinearOp {
+    fn name(&self) -> &'static str {
+        "fused-lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let x = cpu_slice(sx, lx, self.name())?;
+        let a = cpu_slice(sa, la, self.name())?;
+        let bw = cpu_slice(sb, lb, self.name())?;
+        let (k, out, r) = (self.frozen.in_dim, self.frozen.out_dim, self.r);
+        let n = x.len() / k.max(1);
+        let mut y = vec![0f32; n * out];
+        self.frozen.forward(x, n, &mut y)?;
+        // u = x Aᵀ, y += scale · u Bᵀ
+        let mut u = vec![0f32; n * r];
+        mm(
+            (n, r, k),
+            &mut u,
+            r,
+            false,
+            Mat::rows(x, k),
+            Mat::cols(a, k),
+            1.0,
+            par(),
+        );
+        mm(
+            (n, out, r),
+            &mut y,
+            out,
+            true,
+            Mat::rows(&u, r),
+            Mat::cols(bw, r),
+            self.scale,
+            par(),
+        );
+        Ok((CpuStorage::F32(y), self.frozen.out_shape(lx.shape())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        bw: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (k, out, r) = (self.frozen.in_dim, self.frozen.out_dim, self.r);
+        let n = x.elem_count() / k.max(1);
+        borrow_f32!(x, self.name() => xh_, xg_, xs);
+        borrow_f32!(a, self.name() => ah_, ag_, av);
+        borrow_f32!(bw, self.name() => bh_, bg_, bv);
+        borrow_f32!(g, self.name() => gh_, gg_, gs);
+        let want_dx = x.track_op();
+        let (dx, da, db) = (|| -> CResult<_> {
+            // gb = g B  [n, r]
+            let mut gb = vec![0f32; n * r];
+            mm(
+                (n, r, out),
+                &mut gb,
+                r,
+                false,
+                Mat::rows(gs, out),
+                Mat::rows(bv, r),
+                1.0,
+                par(),
+            );
+            // u = x Aᵀ  [n, r]
+            let mut u = vec![0f32; n * r];
+            mm(
+                (n, r, k),
+                &mut u,
+                r,
+                false,
+                Mat::rows(xs, k),
+                Mat::cols(av, k),
+                1.0,
+                par(),
+            );
+            // dB = scale · gᵀ u  [out, r]
+            let mut db = vec![0f32; out * r];
+            mm(
+                (out, r, n),
+                &mut db,
+                r,
+                false,
+                Mat::cols(gs, out),
+                Mat::rows(&u, r),
+                self.scale,
+                par(),
+            );
+            // dA = scale · gbᵀ x  [r, in]
+            let mut da = vec![0f32; r * k];
+            mm(
+                (r, k, n),
+                &mut da,
+                k,
+                false,
+                Mat::cols(&gb, r),
+                Mat::rows(xs, k),
+                self.scale,
+                par(),
+            );
+            // dx = g W + scale · gb A  [n, in]
+            let dx = if want_dx {
+                let mut dx = vec![0f32; n * k];
+                self.frozen.input_grad(gs, n, &mut dx)?;
+                mm(
+                    (n, k, r),
+                    &mut dx,
+                    k,
+                    true,
+                    Mat::rows(&gb, r),
+                    Mat::rows(av, k),
+                    self.scale,
+                    par(),
+                );
+                Some(dx)
+            } else {
+                None
+            };
+            Ok((dx, da, db))
+        })()?;
+        Ok((
+            match dx {
+                Some(dx) => Some(tensor(dx, x.dims())?),
+                None => None,
+            },
+            Some(tensor(da, a.dims())?),
+            Some(tensor(db, bw.dims())?),
+        ))
+    }
+}
+
+/// A linear layer's training product on `x` `[…, in]` (result `[…, out]`): `x Wᵀ + b` with the frozen weight
+/// `blocks` (their outputs in order), plus `scale · (x Aᵀ) Bᵀ` when `lora` gives `(A, B,
+/// scale)` (`A` `[r, in]`, `B` `[out, r]`, both trainable). `None` unless everything is f32 on
+/// the CPU.
+pub(crate) fn linear(
+    x: &Tensor,
+    blocks: &[WeightBlock],
+    bias: Option<&Tensor>,
+    lora: Option<(&Tensor, &Tensor, f64)>,
+) -> Result<Option<Tensor>> {
+    if !fits(x) || blocks.is_empty() || blocks.iter().any(|b| !fits(b.tensor())) {
+        return Ok(None);
+    }
+    let Some(&in_dim) = x.dims().last() else {
+        return Ok(None);
+    };
+    let mut out_dim = 0;
+    for b in blocks {
+        let (o, i) = b.dims()?;
+        if i != in_dim {
+            return Ok(None);
+        }
+        out_dim += o;
+    }
+    let bias = match bias {
+        Some(b) if !fits(b) || b.dims() != [out_dim] => return Ok(None),
+        Some(b) => Some(to_vec(b, "fused-linear")?),
+        None => None,
+    };
+    let frozen = Frozen {
+        blocks: blocks.to_vec(),
+        bias,
+        in_dim,
+        out_dim,
+    };
+    let x = x.contiguous()?;
+    match lora {
+        None => Ok(Some(x.apply_op1(FrozenLinearOp(frozen))?)),
+        Some((a, b, scale)) => {
+            if !fits(a) || !fits(b) {
+                return Ok(None);
+            }
+            let (r, ai) = a.dims2()?;
+            if ai != in_dim || b.dims2()? != (out_dim, r) {
+                return Ok(None);
+            }
+            let op = LoraLinearOp {
+                frozen,
+                r,
+                scale: scale as f32,
+            };
+            Ok(Some(x.apply_op3(&a.contiguous()?, &b.contiguous()?, op)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each fused op against candle's composed graph of the same function: forward values and
+    //! the gradients of every input (through a random linear functional of the output).
+    use super::*;
+    use crate::ops;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        // Deterministic, roughly normal values (sum of uniforms), independent of candle's RNG.
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut u = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f32 / (1u64 << 53) as f32
+        };
+        let v: Vec<f32> = (0..n)
+            .map(|_| (u() + u() + u() + u() - 2.0) * 1.7)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The gradients of `Σ out · probe` with respect to `vars`.
+    fn grads(out: &Tensor, probe: &Tensor, vars: &[&Var]) -> Vec<Tensor> {
+        let l = (out * probe).unwrap().sum_all().unwrap();
+        let g = l.backward().unwrap();
+        vars.iter()
+            .map(|v| g.get(v.as_tensor()).expect("gradient").clone())
+            .collect()
+    }
+
+    fn check(name: &str, fused: &[Tensor], graph: &[Tensor], tol: f32) {
+        for (i, (a, b)) in fused.iter().zip(graph).enumerate() {
+            let d = max_diff(a, b);
+            assert!(d < tol, "{name}: tensor {i} differs by {d:e}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_the_graph() {
+        let x = Var::from_tensor(&randn(&[3, 5, 48], 1)).unwrap();
+        let w = randn(&[48], 2);
+        let probe = randn(&[3, 5, 48], 3);
+        let f = rms_norm(x.as_tensor(), &w, 1e-6).unwrap().unwrap();
+        // The composed graph (ops::rms_norm itself now calls the fused op).
+        let xt = x.as_tensor();
+        let ms = xt
+            .sqr()
+            .unwrap()
+            .mean_keepdim(candle_core::D::Minus1)
+            .unwrap();
+        let g = xt
+            .broadcast_div(&(ms + 1e-6).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&w)
+            .unwrap();
+        check(
+            "rms_norm forward",
+            std::slice::from_ref(&f),
+            std::slice::from_ref(&g),
+            1e-5,
+        );
+        let gf = grads(&f, &probe, &[&x]);
+        let gg = grads(&g, &probe, &[&x]);
+        check("rms_norm backward", &gf, &gg, 1e-5);
+        // Not applicable: another dtype.
+        let xb = x.as_tensor().to_dtype(DType::BF16).unwrap();
+        assert!(rms_norm(&xb, &w, 1e-6).unwrap().is_none());
+    }
+
+    #[test]
+    fn gated_activations_match_the_graph() {
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let gate = Var::from_tensor(&randn(&[4, 7, 40], 4)).unwrap();
+            let up = Var::from_tensor(&randn(&[4, 7, 40], 5)).unwrap();
+            let probe = randn(&[4, 7, 40], 6);
+            let f = gated(act, gate.as_tensor(), up.as_tensor())
+                .unwrap()
+                .unwrap();
+            let g = (act.apply(gate.as_tensor()).unwrap() * up.as_tensor()).unwrap();
+            check(
+                "gated forward",
+                std::slice::from_ref(&f),
+                std::slice::from_ref(&g),
+                1e-5,
+            );
+            let gf = grads(&f, &probe, &[&gate, &up]);
+            let gg = grads(&g, &probe, &[&gate, &up]);
+            check(&format!("{act:?} backward"), &gf, &gg, 1e-5);
+        }
+        let g = randn(&[2, 3], 1);
+        assert!(gated(Activation::GeluErf, &g, &g).unwrap().is_none());
+    }
+
+    /// The decoder's composed attention, as in `models/decoder.rs` in training mode.
+    fn graph_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        rope: Option<(&Tensor, &Tensor)>,
+        mask: Option<&Tensor>,
+        scale: f64,
+    ) -> Tensor {
+        let (b, t, nh, hd) = q.dims4().unwrap();
+        let nkv = k.dim(2).unwrap();
+        let rep = nh / nkv;
+        let q = q.transpose(1, 2).unwrap().contiguous().unwrap();
+        let k = k.transpose(1, 2).unwrap().contiguous().unwrap();
+        let v = v.transpose(1, 2).unwrap().contiguous().unwrap();
+        let (q, k) = match rope {
+            Some((c, s)) => (
+                ops::rope(&q, c, s, true).unwrap(),
+                ops::rope(&k, c, s, true).unwrap(),
+            ),
+            None => (q, k),
+        };
+        let q = (q * scale).unwrap().reshape((b, nkv, rep * t, hd)).unwrap();
+        let mut scores = q.matmul(&k.t().unwrap()).unwrap();
+        if let Some(m) = mask {
+            scores = scores
+                .reshape((b, nkv, rep, t, t))
+                .unwrap()
+                .broadcast_add(m)
+                .unwrap()
+                .reshape((b, nkv, rep * t, t))
+                .unwrap();
+        }
+        let p = ops::softmax_last_dim(&scores, true).unwrap();
+        p.matmul(&v)
+            .unwrap()
+            .reshape((b, nh, t, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, nh * hd))
+            .unwrap()
+    }
+
+    fn causal_mask(b: usize, t: usize, pad_first: &[usize]) -> Tensor {
+        let mut m = vec![0f32; b * t * t];
+        for bi in 0..b {
+            for i in 0..t {
+                for j in 0..t {
+                    let padded = j < pad_first[bi] && j != i;
+                    if j > i || padded {
+                        m[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(m, (b, 1, 1, t, t), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn attention_matches_the_graph() {
+        let (b, t, hd) = (2, 9, 8);
+        // (heads, kv heads, rotary half-width or none, masked)
+        for (nh, nkv, half, masked) in [
+            (4, 2, Some(4), true),
+            (3, 3, Some(2), true),
+            (2, 1, None, true),
+            (4, 1, Some(4), false),
+        ] {
+            let q = Var::from_tensor(&randn(&[b, t, nh, hd], 7)).unwrap();
+            let k = Var::from_tensor(&randn(&[b, t, nkv, hd], 8)).unwrap();
+            let v = Var::from_tensor(&randn(&[b, t, nkv, hd], 9)).unwrap();
+            let tabs = half.map(|h| {
+                let ang = randn(&[b, t, h], 10);
+                (ang.cos().unwrap(), ang.sin().unwrap())
+            });
+            let rope = tabs.as_ref().map(|(c, s)| (c, s));
+            let mask = masked.then(|| causal_mask(b, t, &[0, 3]));
+            let probe = randn(&[b, t, nh * hd], 11);
+            let scale = 1.0 / (hd as f64).sqrt();
+            let f = attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                rope,
+                mask.as_ref(),
+                scale,
+            )
+            .unwrap()
+            .unwrap();
+            let g = graph_attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                rope,
+                mask.as_ref(),
+                scale,
+            );
+            let name = format!("attention {nh}/{nkv} {half:?} {masked}");
+            check(
+                &name,
+                std::slice::from_ref(&f),
+                std::slice::from_ref(&g),
+                1e-5,
+            );
+            let gf = grads(&f, &probe, &[&q, &k, &v]);
+            let gg = grads(&g, &probe, &[&q, &k, &v]);
+            check(&format!("{name} backward"), &gf, &gg, 1e-5);
+        }
+    }
+
+    #[test]
+    fn linear_with_and_without_lora_matches_the_graph() {
+        let (n, k, out, r) = (13, 24, 40, 4);
+        let x = Var::from_tensor(&randn(&[n, k], 12)).unwrap();
+        let w = randn(&[out, k], 13);
+        let bias = randn(&[out], 14);
+        let a = Var::from_tensor(&(randn(&[r, k], 15) * 0.3).unwrap()).unwrap();
+        let bm = Var::from_tensor(&(randn(&[out, r], 16) * 0.3).unwrap()).unwrap();
+        let probe = randn(&[n, out], 17);
+        let scale = 1.5;
+        let wt = w.t().unwrap().contiguous().unwrap();
+        let layouts = [
+            vec![WeightBlock::Rows(w.clone())],
+            vec![WeightBlock::Cols(wt.clone())],
+            vec![
+                WeightBlock::Cols(wt.narrow(1, 0, 16).unwrap().contiguous().unwrap()),
+                WeightBlock::Cols(wt.narrow(1, 16, 24).unwrap().contiguous().unwrap()),
+            ],
+        ];
+        for blocks in &layouts {
+            // With LoRA.
+            let f = linear(
+                x.as_tensor(),
+                blocks,
+                Some(&bias),
+                Some((a.as_tensor(), bm.as_tensor(), scale)),
+            )
+            .unwrap()
+            .unwrap();
+            let base = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+            let base = base.broadcast_add(&bias).unwrap();
+            let l = x
+                .as_tensor()
+                .matmul(&a.as_tensor().t().unwrap())
+                .unwrap()
+                .matmul(&bm.as_tensor().t().unwrap())
+                .unwrap();
+            let g = (base + (l * scale).unwrap()).unwrap();
+            check(
+                "lora linear forward",
+                std::slice::from_ref(&f),
+                std::slice::from_ref(&g),
+                1e-4,
+            );
+            let gf = grads(&f, &probe, &[&x, &a, &bm]);
+            let gg = grads(&g, &probe, &[&x, &a, &bm]);
+            check("lora linear backward", &gf, &gg, 1e-4);
+            // Frozen only.
+            let f = linear(x.as_tensor(), blocks, None, None).unwrap().unwrap();
+            let g = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+            check(
+                "frozen linear forward",
+                std::slice::from_ref(&f),
+                std::slice::from_ref(&g),
+                1e-4,
+            );
+            let gf = grads(&f, &probe, &[&x]);
+            let gg = grads(&g, &probe, &[&x]);
+            check("frozen linear backward", &gf, &gg, 1e-4);
+        }
+    }
+
+    #[test]
+    fn linear_keeps_the_leading_dimensions() {
+        let x = Var::from_tensor(&randn(&[2, 3, 8], 30)).unwrap();
+        let w = randn(&[5, 8], 31);
+        let a = Var::from_tensor(&randn(&[2, 8], 32)).unwrap();
+        let bm = Var::from_tensor(&randn(&[5, 2], 33)).unwrap();
+        let probe = randn(&[2, 3, 5], 34);
+        let f = linear(
+            x.as_tensor(),
+            &[WeightBlock::Rows(w.clone())],
+            None,
+            Some((a.as_tensor(), bm.as_tensor(), 0.5)),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.dims(), &[2, 3, 5]);
+        let x2 = x.as_tensor().reshape((6, 8)).unwrap();
+        let l = x2
+            .matmul(&a.as_tensor().t().unwrap())
+            .unwrap()
+            .matmul(&bm.as_tensor().t().unwrap())
+            .unwrap();
+        let g = (x2.matmul(&w.t().unwrap()).unwrap() + (l * 0.5).unwrap())
+            .unwrap()
+            .reshape((2, 3, 5))
+            .unwrap();
+        check(
+            "3-d linear forward",
+            std::slice::from_ref(&f),
+            std::slice::from_ref(&g),
+            1e-5,
+        );
+        let gf = grads(&f, &probe, &[&x, &a, &bm]);
+        let gg = grads(&g, &probe, &[&x, &a, &bm]);
+        check("3-d linear backward", &gf, &gg, 1e-5);
+    }
+
+    #[test]
+    fn an_input_without_gradient_gets_none() {
+        // The first layer's input (embeddings of a frozen table) needs no gradient.
+        let x = randn(&[5, 8], 20);
+        let a = Var::from_tensor(&randn(&[2, 8], 21)).unwrap();
+        let bm = Var::from_tensor(&randn(&[6, 2], 22)).unwrap();
+        let w = randn(&[6, 8], 23);
+        let y = linear(
+            &x,
+            &[WeightBlock::Rows(w)],
+            None,
+            Some((a.as_tensor(), bm.as_tensor(), 2.0)),
+        )
+        .unwrap()
+        .unwrap();
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_none());
+        assert!(g.get(a.as_tensor()).is_some() && g.get(bm.as_tensor()).is_some());
+    }
+}
