@@ -28,7 +28,8 @@
 # Exit status: 0 when every step ran and no check failed; 1 otherwise. docs/gpu.md has more.
 set -uo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SELF=$(realpath "$0")
+ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 cd "$ROOT" || exit 1
 
 # --- the steps' bodies (each runs as `gpu-check.sh __step NAME`, under `timeout`) ----------------
@@ -47,7 +48,13 @@ tf_args() {
   fi
 }
 
-step_env() { "$PYTHON" tools/gpu/env_probe.py >"$WORK/env.json" && cat "$WORK/env.json"; }
+step_env() {
+  "$PYTHON" tools/gpu/env_probe.py >"$WORK/env.json" || return 1
+  cat "$WORK/env.json"
+  python3 -c 'import json, sys; e = json.load(open(sys.argv[1])); g = e["gpus"][0] if e["gpus"] else {}
+print("gpu:", g.get("name", "none"), g.get("memory", ""), "| torch", e.get("torch"), "| transformers",
+      e.get("transformers"), "| nvcc", e.get("nvcc"), "| cargo", e.get("cargo"))' "$WORK/env.json"
+}
 
 step_prepare() {
   local n shared=/work/shared/tools/peer-bench/peer_generate.py
@@ -137,7 +144,7 @@ while [ $# -gt 0 ]; do
     --peer) PEER=$2; shift ;;
     --gguf) GGUF=$(realpath "$2"); shift ;;
     --checks) CHECKS=$2; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$SELF"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -175,7 +182,7 @@ step() {
   local name=$1 dry=$2 limit=$3 log=$WORK/logs/$1.log t0 rc status
   t0=$(date +%s.%N)
   echo "== $name$([ "$dry" = 1 ] && echo ' (dry: on the CPU)')"
-  timeout -k 10 "$limit" "$0" __step "$name" >"$log" 2>&1
+  timeout -k 10 "$limit" "$SELF" __step "$name" >"$log" 2>&1
   rc=$?
   case $rc in 0) status=ok ;; 124|137) status=timeout ;; *) status=fail ;; esac
   record "$name" "$dry" "$status" "$t0" "$(grep -v '^\s*$' "$log" | tail -n1 | cut -c1-300)" "$rc"

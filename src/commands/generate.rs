@@ -15,8 +15,8 @@ use toxdrift::study::{DEFAULT_MAX_IN_FLIGHT, Dtype, EndpointSpec, TooLong};
 /// Generate continuations for every prompt (greedy, left-padded batches, as the study ran it).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The model: a local checkpoint directory or a hub id `owner/name[@revision]` (not with
-    /// --endpoint).
+    /// The model: a local checkpoint directory, a GGUF file, a hub id `owner/name[@revision]`
+    /// or a GGUF file of a hub repo `owner/name[@revision]:file.gguf` (not with --endpoint).
     #[arg(
         long,
         required_unless_present = "endpoint",

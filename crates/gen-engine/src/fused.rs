@@ -11,15 +11,20 @@
 //! - [`gated`]: `act(gate) · up` (SiLU, tanh-GELU); backward gives `d_gate` and `d_up` in one pass.
 //! - [`attention`]: rotary embedding of q and k, `softmax(q kᵀ · scale + mask) v` over grouped
 //!   query heads, parallel over (batch, head), reading q/k/v in the projections' `[b, t, heads,
-//!   head_dim]` layout and writing `[b, t, heads · head_dim]` (no transposed copies); backward
-//!   un-rotates (rotation by −θ) and sums the grouped heads' key/value gradients.
+//!   head_dim]` layout and writing `[b, t, heads · head_dim]` (no transposed copies). It keeps
+//!   only each query row's log-sum-exp: the backward recomputes the probabilities (as flash
+//!   attention does), un-rotates (rotation by −θ) and sums the grouped heads' key/value
+//!   gradients. Softcapped scores (Gemma-2) and a KV cache stay on the composed graph.
 //! - [`linear`]: the frozen base product `x Wᵀ + b` of a linear layer, with its LoRA path
 //!   `scale · (x Aᵀ) Bᵀ` when it has one; backward gives `dx = g W + scale · (g B) A`, `dA` and
 //!   `dB` (never the frozen weight's gradient).
 //!
-//! Every entry point returns `None` where it does not apply (another dtype or device), and the
-//! caller then runs candle's composed graph, so numerics elsewhere are unchanged. Inference
-//! never comes here.
+//! Every entry point returns `None` where it does not apply (another dtype or device; for
+//! [`linear`] the caller also keeps 4-bit bases and LoRA dropout on the composed path), and
+//! the caller then runs candle's composed graph, so numerics elsewhere are unchanged.
+//! Inference never comes here. Each op is tested against candle's composed graph of the same
+//! function (forward and every input's gradient), and the training parity tests against PEFT
+//! run through them.
 
 use crate::error::Result;
 use crate::ops::Activation;
@@ -62,7 +67,7 @@ fn to_vec(t: &Tensor, op: &str) -> CResult<Vec<f32>> {
     with_data(t, op, |d| d.to_vec())
 }
 
-/// The f32 data of a CPU storage (see [`borrow_f32!`]).
+/// The f32 data of a CPU storage (see `borrow_f32!`).
 fn storage_f32<'a>(s: &'a candle_core::Storage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
     match s {
         candle_core::Storage::Cpu(c) => cpu_slice(c, l, op),
@@ -437,33 +442,41 @@ pub(crate) fn gated(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Optio
 // ---------------------------------------------------------------------------------------------
 // Attention
 
-/// `cos`, `sin` tables `[b, t, half]` (the first `2 · half` channels of a head rotate).
+/// The rotary tables `cos`, `sin` `[b, t, half]` (the first `2 · half` channels of a head
+/// rotate), held as tensors (shared by every layer, never copied).
 struct RopeTab {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    cos: Tensor,
+    sin: Tensor,
     half: usize,
 }
 
-impl RopeTab {
-    /// Rotates `x` (one head's channels at `(batch, position)` row `row = bi · t + i`) by the
-    /// position's angle (`inverse`: by its negative), times `scale`, into `out`.
-    fn apply(&self, row: usize, x: &[f32], out: &mut [f32], scale: f32, inverse: bool) {
-        let h = self.half;
-        let c = &self.cos[row * h..(row + 1) * h];
-        let s = &self.sin[row * h..(row + 1) * h];
-        for j in 0..h {
-            let (x1, x2) = (x[j], x[j + h]);
-            let (y1, y2) = if inverse {
-                (x1 * c[j] + x2 * s[j], x2 * c[j] - x1 * s[j])
-            } else {
-                (x1 * c[j] - x2 * s[j], x2 * c[j] + x1 * s[j])
-            };
-            out[j] = y1 * scale;
-            out[j + h] = y2 * scale;
-        }
-        for j in 2 * h..x.len() {
-            out[j] = x[j] * scale;
-        }
+/// Rotates `x` (one head's channels at row `row = batch · t + position`) by the position's
+/// angle (`inverse`: by its negative), times `scale`, into `out`. `cos`, `sin` are the tables'
+/// data, `half` their last dimension.
+#[allow(clippy::too_many_arguments)]
+fn rotate(
+    (cos, sin, half): (&[f32], &[f32], usize),
+    row: usize,
+    x: &[f32],
+    out: &mut [f32],
+    scale: f32,
+    inverse: bool,
+) {
+    let h = half;
+    let c = &cos[row * h..(row + 1) * h];
+    let s = &sin[row * h..(row + 1) * h];
+    for j in 0..h {
+        let (x1, x2) = (x[j], x[j + h]);
+        let (y1, y2) = if inverse {
+            (x1 * c[j] + x2 * s[j], x2 * c[j] - x1 * s[j])
+        } else {
+            (x1 * c[j] - x2 * s[j], x2 * c[j] + x1 * s[j])
+        };
+        out[j] = y1 * scale;
+        out[j + h] = y2 * scale;
+    }
+    for j in 2 * h..x.len() {
+        out[j] = x[j] * scale;
     }
 }
 
@@ -477,26 +490,24 @@ struct AttnDims {
     hd: usize,
 }
 
-/// What the forward keeps for the backward: the rotated, scaled queries `[b, nh, t, hd]`, the
-/// rotated keys `[b, nkv, t, hd]` and the probabilities `[b, nh, t, t]`.
-struct AttnSaved {
-    qr: Vec<f32>,
-    kr: Vec<f32>,
-    p: Vec<f32>,
-}
-
+/// The fused attention. The forward keeps only each query row's log-sum-exp `[b, nh, t]`; the
+/// backward recomputes the rotations and the probabilities from the inputs (as flash attention
+/// does), so the op holds no `t × t` buffer between forward and backward.
 struct AttentionOp {
     dims: AttnDims,
     rope: Option<RopeTab>,
-    /// Additive mask `[b, t, t]` (0 or −∞).
-    mask: Option<Vec<f32>>,
+    /// The additive mask `[b, 1, 1, t, t]` (0 or −∞), shared with the caller.
+    mask: Option<Tensor>,
     scale: f32,
-    saved: Mutex<Option<Arc<AttnSaved>>>,
+    lse: Mutex<Option<Arc<Vec<f32>>>>,
 }
+
+/// The borrowed data of the rotary tables, when there are any.
+type RopeData<'a> = Option<(&'a [f32], &'a [f32], usize)>;
 
 impl AttentionOp {
     /// Rotated (and scaled) heads of `x` `[b, t, n, hd]` in head-major order `[b, n, t, hd]`.
-    fn rotate_in(&self, x: &[f32], n: usize, scale: f32) -> Vec<f32> {
+    fn rotate_in(&self, rope: RopeData<'_>, x: &[f32], n: usize, scale: f32) -> Vec<f32> {
         let AttnDims { b, t, hd, .. } = self.dims;
         let mut out = vec![0f32; b * n * t * hd];
         out.par_chunks_mut(t * hd)
@@ -506,8 +517,8 @@ impl AttentionOp {
                 for i in 0..t {
                     let src = &x[((bi * t + i) * n + h) * hd..][..hd];
                     let o = &mut dst[i * hd..(i + 1) * hd];
-                    match &self.rope {
-                        Some(r) => r.apply(bi * t + i, src, o, scale, false),
+                    match rope {
+                        Some(r) => rotate(r, bi * t + i, src, o, scale, false),
                         None => o.iter_mut().zip(src).for_each(|(o, &v)| *o = v * scale),
                     }
                 }
@@ -515,9 +526,9 @@ impl AttentionOp {
         out
     }
 
-    /// The inverse of [`AttentionOp::rotate_in`] for gradients: head-major `[b, n, t, hd]` back to
-    /// `[b, t, n, hd]`, rotated by −θ and times `scale`.
-    fn rotate_out(&self, x: &[f32], n: usize, scale: f32) -> Vec<f32> {
+    /// The inverse of [`AttentionOp::rotate_in`] for gradients: head-major `[b, n, t, hd]` back
+    /// to `[b, t, n, hd]`, rotated by −θ and times `scale`.
+    fn rotate_out(&self, rope: RopeData<'_>, x: &[f32], n: usize, scale: f32) -> Vec<f32> {
         let AttnDims { b, t, hd, .. } = self.dims;
         let mut out = vec![0f32; b * t * n * hd];
         out.par_chunks_mut(n * hd)
@@ -527,28 +538,32 @@ impl AttentionOp {
                 for h in 0..n {
                     let src = &x[((bi * n + h) * t + i) * hd..][..hd];
                     let o = &mut dst[h * hd..(h + 1) * hd];
-                    match &self.rope {
-                        Some(r) => r.apply(row, src, o, scale, true),
+                    match rope {
+                        Some(r) => rotate(r, row, src, o, scale, true),
                         None => o.iter_mut().zip(src).for_each(|(o, &v)| *o = v * scale),
                     }
                 }
             });
         out
     }
-}
 
-/// Softmax of a row in place (max subtracted; a row that is all −∞ cannot occur: a query
-/// always sees itself).
-fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
+    /// The masked scores `qr_h kr_gᵀ + mask` of batch `bi` into `s` `[t, t]`.
+    fn scores(&self, mask: Option<&[f32]>, bi: usize, qh: &[f32], kg: &[f32], s: &mut [f32]) {
+        let AttnDims { t, hd, .. } = self.dims;
+        mm(
+            (t, t, hd),
+            s,
+            t,
+            false,
+            Mat::rows(qh, hd),
+            Mat::cols(kg, hd),
+            1.0,
+            Parallelism::None,
+        );
+        if let Some(m) = mask {
+            let mb = &m[bi * t * t..(bi + 1) * t * t];
+            s.iter_mut().zip(mb).for_each(|(s, &m)| *s += m);
+        }
     }
 }
 
@@ -573,52 +588,49 @@ impl CustomOp3 for AttentionOp {
         if q.len() != b * t * nh * hd || k.len() != b * t * nkv * hd || v.len() != k.len() {
             candle_core::bail!("fused-attention: q/k/v sizes do not match the dimensions");
         }
+        let empty = Tensor::zeros(0, DType::F32, &candle_core::Device::Cpu)?;
+        let rope_t = self.rope.as_ref();
+        borrow_f32!(rope_t.map_or(&empty, |r| &r.cos), self.name() => ch_, cg_, cos);
+        borrow_f32!(rope_t.map_or(&empty, |r| &r.sin), self.name() => sh_, sg_, sin);
+        borrow_f32!(self.mask.as_ref().unwrap_or(&empty), self.name() => mh_, mg_, mask);
+        let rope = rope_t.map(|r| (cos, sin, r.half));
+        let mask = self.mask.as_ref().map(|_| mask);
         let rep = nh / nkv;
-        let qr = self.rotate_in(q, nh, self.scale);
-        let kr = self.rotate_in(k, nkv, 1.0);
-        let mut p = vec![0f32; b * nh * t * t];
+        let qr = self.rotate_in(rope, q, nh, self.scale);
+        let kr = self.rotate_in(rope, k, nkv, 1.0);
+        let mut lse = vec![0f32; b * nh * t];
         let mut out = vec![0f32; b * t * nh * hd];
         let dst = SharedOut::new(&mut out);
-        p.par_chunks_mut(t * t).enumerate().for_each(|(bh, pbh)| {
-            let (bi, h) = (bh / nh, bh % nh);
-            let g = h / rep;
-            let qh = &qr[bh * t * hd..(bh + 1) * t * hd];
-            let kg = &kr[(bi * nkv + g) * t * hd..(bi * nkv + g + 1) * t * hd];
-            mm(
-                (t, t, hd),
-                pbh,
-                t,
-                false,
-                Mat::rows(qh, hd),
-                Mat::cols(kg, hd),
-                1.0,
-                Parallelism::None,
-            );
-            for (i, row) in pbh.chunks_mut(t).enumerate() {
-                if let Some(m) = &self.mask {
-                    let mrow = &m[(bi * t + i) * t..(bi * t + i + 1) * t];
-                    row.iter_mut().zip(mrow).for_each(|(s, &m)| *s += m);
+        lse.par_chunks_mut(t)
+            .enumerate()
+            .for_each_init(Vec::new, |p, (bh, lse_bh)| {
+                let (bi, h) = (bh / nh, bh % nh);
+                let g = h / rep;
+                p.resize(t * t, 0f32);
+                let qh = &qr[bh * t * hd..(bh + 1) * t * hd];
+                let kg = &kr[(bi * nkv + g) * t * hd..(bi * nkv + g + 1) * t * hd];
+                self.scores(mask, bi, qh, kg, p);
+                for (row, l) in p.chunks_mut(t).zip(lse_bh.iter_mut()) {
+                    *l = softmax_row(row);
                 }
-                softmax_row(row);
-            }
-            let vg = &v[(bi * t * nkv + g) * hd..];
-            // SAFETY: head h of batch bi writes only the t × hd view at columns h·hd.. of its
-            // batch's rows, which no other task touches.
-            unsafe {
-                mm_raw(
-                    (t, hd, t),
-                    dst.at(bi * t * nh * hd + h * hd),
-                    nh * hd,
-                    false,
-                    Mat::rows(pbh, t),
-                    Mat::rows(vg, nkv * hd),
-                    1.0,
-                    Parallelism::None,
-                )
-            };
-        });
-        if let Ok(mut s) = self.saved.lock() {
-            *s = Some(Arc::new(AttnSaved { qr, kr, p }));
+                let vg = &v[(bi * t * nkv + g) * hd..];
+                // SAFETY: head h of batch bi writes only the t × hd view at columns h·hd.. of
+                // its batch's rows, which no other task touches.
+                unsafe {
+                    mm_raw(
+                        (t, hd, t),
+                        dst.at(bi * t * nh * hd + h * hd),
+                        nh * hd,
+                        false,
+                        Mat::rows(p, t),
+                        Mat::rows(vg, nkv * hd),
+                        1.0,
+                        Parallelism::None,
+                    )
+                };
+            });
+        if let Ok(mut s) = self.lse.lock() {
+            *s = Some(Arc::new(lse));
         }
         Ok((CpuStorage::F32(out), Shape::from((b, t, nh * hd))))
     }
@@ -633,35 +645,51 @@ impl CustomOp3 for AttentionOp {
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let AttnDims { b, t, nh, nkv, hd } = self.dims;
         let rep = nh / nkv;
-        let saved = match self.saved.lock() {
+        let lse = match self.lse.lock() {
             Ok(s) => s.clone(),
             Err(_) => None,
         };
-        let Some(saved) = saved else {
+        let Some(lse) = lse else {
             candle_core::bail!("fused-attention: backward before forward")
         };
+        let empty = Tensor::zeros(0, DType::F32, &candle_core::Device::Cpu)?;
+        let rope_t = self.rope.as_ref();
+        borrow_f32!(rope_t.map_or(&empty, |r| &r.cos), self.name() => ch_, cg_, cos);
+        borrow_f32!(rope_t.map_or(&empty, |r| &r.sin), self.name() => sh_, sg_, sin);
+        borrow_f32!(self.mask.as_ref().unwrap_or(&empty), self.name() => mh_, mg_, mask);
+        let rope = rope_t.map(|r| (cos, sin, r.half));
+        let mask = self.mask.as_ref().map(|_| mask);
+        borrow_f32!(q, self.name() => qh_, qg_, qs);
+        borrow_f32!(k, self.name() => kh_, kg_, ks);
         borrow_f32!(v, self.name() => vh_, vg_, vs);
         borrow_f32!(grad, self.name() => gh_, gg_, go);
+        let qr = self.rotate_in(rope, qs, nh, self.scale);
+        let kr = self.rotate_in(rope, ks, nkv, 1.0);
         let mut dqr = vec![0f32; b * nh * t * hd];
         let mut dkr = vec![0f32; b * nkv * t * hd];
         let mut dv = vec![0f32; b * t * nkv * hd];
         let dq_out = SharedOut::new(&mut dqr);
         let dv_out = SharedOut::new(&mut dv);
-        dkr.par_chunks_mut(t * hd)
-            .enumerate()
-            .for_each(|(bg, dkg)| {
+        dkr.par_chunks_mut(t * hd).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(p, dp), (bg, dkg)| {
                 let (bi, g) = (bg / nkv, bg % nkv);
-                let kg = &saved.kr[bg * t * hd..(bg + 1) * t * hd];
+                p.resize(t * t, 0f32);
+                dp.resize(t * t, 0f32);
+                let kg = &kr[bg * t * hd..(bg + 1) * t * hd];
                 let vg = &vs[(bi * t * nkv + g) * hd..];
                 let dvg = dv_out.at((bi * t * nkv + g) * hd);
-                let mut dp = vec![0f32; t * t];
                 for r in 0..rep {
                     let h = g * rep + r;
                     let bh = bi * nh + h;
-                    let ph = &saved.p[bh * t * t..(bh + 1) * t * t];
-                    let qh = &saved.qr[bh * t * hd..(bh + 1) * t * hd];
+                    let qh = &qr[bh * t * hd..(bh + 1) * t * hd];
                     let goh = &go[bi * t * nh * hd + h * hd..];
-                    // dV_g += P_hᵀ dO_h
+                    // P = exp(qr kr + mask − lse), recomputed.
+                    self.scores(mask, bi, qh, kg, p);
+                    for (row, &l) in p.chunks_mut(t).zip(&lse[bh * t..(bh + 1) * t]) {
+                        row.iter_mut().for_each(|s| *s = (*s - l).exp());
+                    }
+                    // dV_g += Pᵀ dO_h
                     // SAFETY: group g of batch bi alone writes the t × hd view of dv at
                     // columns g·hd.. of its rows.
                     unsafe {
@@ -670,7 +698,7 @@ impl CustomOp3 for AttentionOp {
                             dvg,
                             nkv * hd,
                             r > 0,
-                            Mat::cols(ph, t),
+                            Mat::cols(p, t),
                             Mat::rows(goh, nh * hd),
                             1.0,
                             Parallelism::None,
@@ -679,7 +707,7 @@ impl CustomOp3 for AttentionOp {
                     // dP = dO_h V_gᵀ
                     mm(
                         (t, t, hd),
-                        &mut dp,
+                        dp,
                         t,
                         false,
                         Mat::rows(goh, nh * hd),
@@ -688,13 +716,13 @@ impl CustomOp3 for AttentionOp {
                         Parallelism::None,
                     );
                     // dS = P ⊙ (dP − Σ_j dP P)
-                    for (dpr, pr) in dp.chunks_mut(t).zip(ph.chunks(t)) {
+                    for (dpr, pr) in dp.chunks_mut(t).zip(p.chunks(t)) {
                         let dot: f32 = dpr.iter().zip(pr).map(|(a, b)| a * b).sum();
                         dpr.iter_mut()
                             .zip(pr)
                             .for_each(|(d, &p)| *d = p * (*d - dot));
                     }
-                    // dQr_h = dS K_g
+                    // dQr_h = dS Kr_g
                     // SAFETY: head h's block of dqr belongs to this task alone.
                     let dqh = unsafe { dq_out.slice(bh * t * hd, t * hd) };
                     mm(
@@ -702,7 +730,7 @@ impl CustomOp3 for AttentionOp {
                         dqh,
                         hd,
                         false,
-                        Mat::rows(&dp, t),
+                        Mat::rows(dp, t),
                         Mat::rows(kg, hd),
                         1.0,
                         Parallelism::None,
@@ -713,21 +741,38 @@ impl CustomOp3 for AttentionOp {
                         dkg,
                         hd,
                         r > 0,
-                        Mat::cols(&dp, t),
+                        Mat::cols(dp, t),
                         Mat::rows(qh, hd),
                         1.0,
                         Parallelism::None,
                     );
                 }
-            });
-        let dq = self.rotate_out(&dqr, nh, self.scale);
-        let dk = self.rotate_out(&dkr, nkv, 1.0);
+            },
+        );
+        let dq = self.rotate_out(rope, &dqr, nh, self.scale);
+        let dk = self.rotate_out(rope, &dkr, nkv, 1.0);
         Ok((
             Some(tensor(dq, q.dims())?),
             Some(tensor(dk, k.dims())?),
             Some(tensor(dv, v.dims())?),
         ))
     }
+}
+
+/// Softmax of a row in place (max subtracted; a row that is all −∞ cannot occur: a query
+/// always sees itself); returns the row's log-sum-exp.
+fn softmax_row(row: &mut [f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+    max + sum.ln()
 }
 
 /// Causal self-attention with its rotary embedding, as one op: `q` `[b, t, nh, hd]`, `k`, `v`
@@ -762,8 +807,8 @@ pub(crate) fn attention(
                 return Ok(None);
             }
             Some(RopeTab {
-                cos: to_vec(c, "fused-attention")?,
-                sin: to_vec(s, "fused-attention")?,
+                cos: c.contiguous()?,
+                sin: s.contiguous()?,
                 half,
             })
         }
@@ -774,7 +819,7 @@ pub(crate) fn attention(
             if !fits(m) || m.elem_count() != b * t * t || m.dims().last() != Some(&t) {
                 return Ok(None);
             }
-            Some(to_vec(m, "fused-attention")?)
+            Some(m.contiguous()?)
         }
         None => None,
     };
@@ -783,7 +828,7 @@ pub(crate) fn attention(
         rope,
         mask,
         scale: scale as f32,
-        saved: Mutex::new(None),
+        lse: Mutex::new(None),
     };
     Ok(Some(q.contiguous()?.apply_op3(
         &k.contiguous()?,

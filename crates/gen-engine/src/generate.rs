@@ -5,6 +5,11 @@
 //! and decoded greedily with a KV cache. Every step combines the padding mask with the causal
 //! (and sliding-window) mask; positions are `cumsum(mask) − 1` per row. A row stops at any EOS
 //! id or after `max_new_tokens`; finished rows leave the batch.
+//!
+//! Off the CPU the decode step stays on the device: the greedy ids are chosen there (first
+//! maximal index, as torch; the `min_new_tokens` EOS ban as a −∞ bias) and fed back as the next
+//! input, the padding mask is kept there, and positions come from each row's length; only the
+//! chosen ids are read back per token. The CPU keeps its host path.
 
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
@@ -320,6 +325,10 @@ impl<'a> Generator<'a> {
             mask.push(m);
         }
         let any_pad = prompts.iter().any(|p| p.len() != len);
+        // Off the CPU the decode step stays on the device: ids chosen there (only they are read
+        // back), fed back as the next input, the padding mask kept there, positions from the
+        // rows' lengths (see `models::decoder::resident_step`).
+        let resident = crate::models::decoder::resident_step(&device);
         // The full padded rows (prompt + new tokens), for a transformers-style cache reset.
         let mut seqs: Vec<Vec<u32>> = ids.chunks(len).map(|c| c.to_vec()).collect();
         let reset_at = self.model.generation_cache_reset();
@@ -337,12 +346,25 @@ impl<'a> Generator<'a> {
         let mut new_ids: Vec<Vec<u32>> = vec![Vec::new(); b];
         let mut reasons: Vec<Option<FinishReason>> = vec![None; b];
         let mut total = len;
+        let mut dev = if resident {
+            Some(DeviceStep::new(
+                mask_t,
+                info.vocab_size,
+                info.dtype,
+                (self.params.min_new_tokens > 0).then_some(self.eos.as_slice()),
+            )?)
+        } else {
+            None
+        };
         loop {
             let suppress: Vec<bool> = active
                 .iter()
                 .map(|&o| new_ids[o].len() < self.params.min_new_tokens)
                 .collect();
-            let next = argmax_rows(&logits, &self.eos, &suppress)?;
+            let next = match dev.as_mut() {
+                Some(d) => d.argmax(&logits, &self.eos, &suppress)?,
+                None => argmax_rows(&logits, &self.eos, &suppress)?,
+            };
             let mut keep_rows = Vec::with_capacity(active.len());
             for (row, &orig) in active.iter().enumerate() {
                 let tok = next[row];
@@ -362,19 +384,32 @@ impl<'a> Generator<'a> {
             }
             if keep_rows.len() != active.len() {
                 cache.select_rows(&keep_rows)?;
-                mask = keep_rows.iter().map(|&r| mask[r].clone()).collect();
+                match dev.as_mut() {
+                    Some(d) => d.select_rows(&keep_rows)?,
+                    None => mask = keep_rows.iter().map(|&r| mask[r].clone()).collect(),
+                }
                 active = keep_rows.iter().map(|&r| active[r]).collect();
             }
-            for m in mask.iter_mut() {
-                m.push(1);
-            }
-            let has_pad = mask.iter().any(|m| m.contains(&0));
-            let mask_t = if has_pad {
-                Some(mask_tensor(&mask, &device)?)
-            } else {
-                None
+            let mask_t = match dev.as_mut() {
+                Some(d) => {
+                    d.extend_mask()?;
+                    let has_pad = active.iter().any(|&o| prompts[o].len() != len);
+                    has_pad.then(|| d.mask.clone())
+                }
+                None => {
+                    for m in mask.iter_mut() {
+                        m.push(1);
+                    }
+                    let has_pad = mask.iter().any(|m| m.contains(&0));
+                    if has_pad {
+                        Some(mask_tensor(&mask, &device)?)
+                    } else {
+                        None
+                    }
+                }
             };
             let n = active.len();
+            let mut pos_t = None;
             let recompute = reset_at.is_some_and(|r| total >= r && cache.len() < r);
             let input = if recompute {
                 cache = self.model.new_cache(n, len + max_new);
@@ -383,6 +418,14 @@ impl<'a> Generator<'a> {
                     .flat_map(|&o| seqs[o].iter().copied())
                     .collect();
                 Tensor::from_vec(rows, (n, total), &device)?
+            } else if let Some(d) = &dev {
+                // Each row's position: its real tokens so far, minus one.
+                let pos: Vec<u32> = active
+                    .iter()
+                    .map(|&o| (prompts[o].len() + new_ids[o].len() - 1) as u32)
+                    .collect();
+                pos_t = Some(Tensor::from_vec(pos, (n, 1), &device)?);
+                d.next.clone()
             } else {
                 let step: Vec<u32> = active
                     .iter()
@@ -396,6 +439,9 @@ impl<'a> Generator<'a> {
                 .with_rope_seq_len(total);
             if let Some(m) = &mask_t {
                 ctx = ctx.with_mask(m);
+            }
+            if let Some(p) = &pos_t {
+                ctx = ctx.with_positions(p);
             }
             logits = self.model.forward(ctx)?;
         }
@@ -580,6 +626,116 @@ fn mask_tensor(mask: &[Vec<u8>], device: &candle_core::Device) -> Result<Tensor>
     Ok(Tensor::from_vec(flat, (b, t), device)?)
 }
 
+/// The decode state a device-resident generation keeps on the device: the padding mask, the
+/// chosen ids (the next input), and what the greedy choice needs there.
+struct DeviceStep {
+    /// `[n, total]` u8: 1 for a real token.
+    mask: Tensor,
+    /// `[n, 1]` u32: the ids chosen last, the next step's input.
+    next: Tensor,
+    /// `[1, vocab]` in the logits' dtype: −∞ at the EOS ids, 0 elsewhere (`min_new_tokens`).
+    eos_ban: Option<Tensor>,
+    /// `[1, vocab]` u32: 0, 1, …, vocab − 1.
+    index: Tensor,
+    /// `[1, 1]` u32: vocab (no index).
+    no_index: Tensor,
+    /// `[1, 1]` in the logits' dtype: −∞.
+    neg_inf: Tensor,
+}
+
+impl DeviceStep {
+    fn new(mask: Tensor, vocab: usize, dtype: DType, ban: Option<&[u32]>) -> Result<Self> {
+        let device = mask.device().clone();
+        let eos_ban = match ban {
+            Some(ids) if !ids.is_empty() => {
+                let mut row = vec![0f32; vocab];
+                for &id in ids {
+                    if let Some(x) = row.get_mut(id as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                Some(Tensor::from_vec(row, (1, vocab), &device)?.to_dtype(dtype)?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            next: Tensor::zeros((mask.dim(0)?, 1), DType::U32, &device)?,
+            mask,
+            eos_ban,
+            index: Tensor::arange(0u32, vocab as u32, &device)?.reshape((1, vocab))?,
+            no_index: Tensor::full(vocab as u32, (1, 1), &device)?,
+            neg_inf: Tensor::full(f32::NEG_INFINITY, (1, 1), &device)?.to_dtype(dtype)?,
+        })
+    }
+
+    /// The greedy ids of `[b, 1, vocab]` logits, chosen on the device ([`first_argmax`]); only
+    /// the `b` ids are read back. Rows flagged in `suppress` never pick an EOS id (all rows of a
+    /// batch are flagged together; a mixed step falls back to [`argmax_rows`] on the host, as
+    /// would an id out of range, which [`first_argmax`] never gives).
+    fn argmax(&mut self, logits: &Tensor, eos: &[u32], suppress: &[bool]) -> Result<Vec<u32>> {
+        let (b, _, v) = logits.dims3()?;
+        let ban = if suppress.iter().all(|&s| s) {
+            self.eos_ban.as_ref()
+        } else if suppress.iter().any(|&s| s) {
+            return self.host_choice(argmax_rows(logits, eos, suppress)?);
+        } else {
+            None
+        };
+        let mut x = logits.reshape((b, v))?;
+        if let Some(ban) = ban {
+            x = x.broadcast_add(ban)?;
+        }
+        let next = first_argmax(&x, &self.index, &self.no_index, &self.neg_inf)?;
+        let ids = next.flatten_all()?.to_vec1::<u32>()?;
+        if ids.iter().any(|&i| i as usize >= v) {
+            return self.host_choice(argmax_rows(logits, eos, suppress)?);
+        }
+        self.next = next;
+        Ok(ids)
+    }
+
+    fn host_choice(&mut self, ids: Vec<u32>) -> Result<Vec<u32>> {
+        let n = ids.len();
+        self.next = Tensor::from_vec(ids.clone(), (n, 1), self.mask.device())?;
+        Ok(ids)
+    }
+
+    /// Keeps the given rows of the mask and of the next input.
+    fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, rows.len(), self.mask.device())?;
+        self.mask = self.mask.index_select(&idx, 0)?;
+        self.next = self.next.index_select(&idx, 0)?;
+        Ok(())
+    }
+
+    /// One more real position in every row (the token about to be fed).
+    fn extend_mask(&mut self) -> Result<()> {
+        let n = self.mask.dim(0)?;
+        let one = Tensor::ones((n, 1), DType::U8, self.mask.device())?;
+        self.mask = Tensor::cat(&[&self.mask, &one], 1)?;
+        Ok(())
+    }
+}
+
+/// The first maximal index of each row of `[b, vocab]` logits, `[b, 1]` u32, on their device:
+/// torch's argmax tie rule, which candle's own CUDA argmax does not keep (its block reduction
+/// keeps the lowest thread's candidate on a tie, not the lowest index). NaN counts as −∞; the
+/// host's [`argmax_rows`] ranks NaN below −∞, so the two differ only on a broken row whose
+/// every allowed logit is −∞ or NaN. `index` is `[1, vocab]` 0..vocab,
+/// `no_index` `[1, 1]` vocab, `neg_inf` `[1, 1]` −∞ in the logits' dtype.
+fn first_argmax(x: &Tensor, index: &Tensor, no_index: &Tensor, neg_inf: &Tensor) -> Result<Tensor> {
+    let shape = x.shape().clone();
+    let x = x.ne(x)?.where_cond(&neg_inf.broadcast_as(&shape)?, x)?;
+    let max = x.max_keepdim(1)?;
+    let at_max = x.broadcast_eq(&max)?;
+    let candidates = at_max.where_cond(
+        &index.broadcast_as(&shape)?,
+        &no_index.broadcast_as(&shape)?,
+    )?;
+    Ok(candidates.min_keepdim(1)?)
+}
+
 /// The first maximal index of each row of `[b, 1, vocab]` logits (torch's argmax tie rule);
 /// rows flagged in `suppress` never pick an id of `banned` (`min_new_tokens`).
 fn argmax_rows(logits: &Tensor, banned: &[u32], suppress: &[bool]) -> Result<Vec<u32>> {
@@ -658,6 +814,160 @@ mod tests {
             assert_eq!(info.backend, "gen-engine");
             assert_eq!(info.settings["max_new_tokens"], 6);
             assert_eq!(info.settings["truncation"], "error");
+        }
+    }
+
+    /// Every family's transformers reference (tests/fixtures/gen/*/reference.json): greedy ids
+    /// and finish reasons of a left-padded batch.
+    fn reference(name: &str) -> (Vec<String>, Vec<Vec<u32>>, Vec<String>, usize) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/gen")
+            .join(name)
+            .join("reference.json");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("reference")).unwrap();
+        let strings = |k: &str| -> Vec<String> {
+            r[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect()
+        };
+        let ids = r["completion_token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect();
+        let max_new = r["max_new_tokens"].as_u64().unwrap() as usize;
+        (strings("prompts"), ids, strings("finish_reasons"), max_new)
+    }
+
+    const FAMILIES: [&str; 15] = [
+        "llama",
+        "llama31",
+        "llama32",
+        "smollm2",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "gemma3-v5",
+        "phi3",
+        "phi35",
+        "qwen2",
+        "qwen3",
+        "mistral",
+        "olmo2",
+        "smollm3",
+    ];
+
+    #[test]
+    fn the_device_resident_step_matches_transformers_for_every_family() {
+        // The decode step of a GPU (positions from the rows' lengths, cos/sin and masks built
+        // from device tensors, ids chosen by `first_argmax` and fed back) run on the CPU.
+        crate::models::decoder::force_resident_step(true);
+        for name in FAMILIES {
+            let (prompts, want, reasons, max_new) = reference(name);
+            let m = fixture(name);
+            let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+            let params = GenerateParams::new().max_new_tokens(max_new);
+            let g =
+                Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+            let encoded = g.encode(&prompts).unwrap();
+            assert!(
+                encoded.iter().any(|e| e.len() != encoded[0].len()),
+                "{name}: the batch is padded"
+            );
+            let got = g.generate_batch(&encoded).unwrap();
+            for (i, out) in got.iter().enumerate() {
+                assert_eq!(out.token_ids, want[i], "{name}: row {i} ids");
+                assert_eq!(out.finish_reason.as_str(), reasons[i], "{name}: row {i}");
+            }
+            // Batches of 2 (other paddings, rows leaving the batch); not for longrope, whose
+            // factor set depends on the batch (see tests/parity.rs).
+            if name != "phi35" {
+                let params = GenerateParams::new().max_new_tokens(max_new).batch_size(2);
+                let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)
+                    .unwrap();
+                for (i, out) in g.generate(&prompts).unwrap().iter().enumerate() {
+                    assert_eq!(out.token_ids, want[i], "{name}: batched row {i} ids");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_device_resident_step_keeps_min_new_tokens() {
+        // llama31's row 0 stops on an EOS id after 11 tokens in transformers' run.
+        crate::models::decoder::force_resident_step(true);
+        let (prompts, want, _, _) = reference("llama31");
+        let m = fixture("llama31");
+        let params = GenerateParams::new().max_new_tokens(20).min_new_tokens(20);
+        let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+        let encoded = g.encode(&[prompts[0].as_str()]).unwrap();
+        let out = g.generate_batch(&encoded).unwrap();
+        assert!(want[0].len() < 20 && m.eos_token_ids.contains(want[0].last().unwrap()));
+        assert_eq!(out[0].token_ids.len(), 20);
+        assert_eq!(out[0].token_ids[..10], want[0][..10]);
+        assert!(!out[0].token_ids.iter().any(|t| m.eos_token_ids.contains(t)));
+        assert_eq!(out[0].finish_reason, FinishReason::Length);
+    }
+
+    #[test]
+    fn the_device_argmax_takes_the_first_maximum_as_torch() {
+        let ninf = f32::NEG_INFINITY;
+        let rows: Vec<Vec<f32>> = vec![
+            vec![0.5, 2.0, 1.0, 2.0, -1.0],          // a tie: the first, 1
+            vec![3.0, 3.0, 3.0, 3.0, 3.0],           // all equal: 0
+            vec![f32::NAN, 1.0, 4.0, f32::NAN, 4.0], // NaN ignored: 2
+            vec![ninf, -7.0, ninf, -7.0, -8.0],      // 1
+            vec![1.0, 0.0, 9.0, 9.0, 2.0],           // EOS ids 2 and 4 banned below: 3
+        ];
+        let v = 5;
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let expect = [1u32, 0, 2, 1, 2];
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let logits =
+                Tensor::from_vec(flat.clone(), (rows.len(), 1, v), &candle_core::Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+            let mask = Tensor::ones((rows.len(), 3), DType::U8, &candle_core::Device::Cpu).unwrap();
+            let mut d = DeviceStep::new(mask, v, dtype, Some(&[2, 4])).unwrap();
+            let none = vec![false; rows.len()];
+            assert_eq!(
+                d.argmax(&logits, &[2, 4], &none).unwrap(),
+                expect,
+                "{dtype:?}"
+            );
+            assert_eq!(argmax_rows(&logits, &[2, 4], &none).unwrap(), expect);
+            // The chosen ids are the next input, on the device.
+            assert_eq!(d.next.dims(), &[rows.len(), 1]);
+            assert_eq!(
+                d.next.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
+                expect
+            );
+            // min_new_tokens: the EOS ids 2 and 4 are banned in every row.
+            let all = vec![true; rows.len()];
+            let banned = [1u32, 0, 1, 1, 3];
+            assert_eq!(
+                d.argmax(&logits, &[2, 4], &all).unwrap(),
+                banned,
+                "{dtype:?}"
+            );
+            assert_eq!(argmax_rows(&logits, &[2, 4], &all).unwrap(), banned);
+            // A step where only some rows are banned goes through the host rule.
+            let mixed = vec![true, false, true, false, true];
+            assert_eq!(
+                d.argmax(&logits, &[2, 4], &mixed).unwrap(),
+                argmax_rows(&logits, &[2, 4], &mixed).unwrap()
+            );
         }
     }
 

@@ -1,8 +1,10 @@
 //! `gen-engine`: batched greedy generation for decoder LMs (the families of [`models`]) from
 //! safetensors or GGUF checkpoints, with PEFT LoRA adapters, on candle.
 //!
-//! - [`CausalLm`] is the one trait every family implements ([`LlamaForCausalLM`],
-//!   [`GemmaForCausalLM`], [`Gemma2ForCausalLM`], [`Phi3ForCausalLM`]), driven by a
+//! - [`CausalLm`] is the one trait every family implements ([`LlamaForCausalLM`] — also
+//!   Llama-3.2 and SmolLM2 —, [`GemmaForCausalLM`], [`Gemma2ForCausalLM`],
+//!   [`Gemma3ForCausalLM`], [`Phi3ForCausalLM`], [`Qwen2ForCausalLM`], [`Qwen3ForCausalLM`],
+//!   [`MistralForCausalLM`], [`Olmo2ForCausalLM`], [`SmolLM3ForCausalLM`]), driven by a
 //!   [`ForwardCtx`] (token ids, padding mask, per-row positions, optional [`KvCache`], training
 //!   flag); full-sequence logits are always available, and with `training` every op is
 //!   differentiable.
@@ -62,8 +64,10 @@ pub use lora::{
     Adapter, LinearFactory, LoraConfig, LoraInit, LoraLinear, LoraPlan, LoraVars, TargetModules,
 };
 pub use models::{
-    CausalLm, ForwardCtx, Gemma2ForCausalLM, GemmaForCausalLM, KvCache, LlamaForCausalLM,
-    LogitsWanted, ModelInfo, Phi3ForCausalLM, SUPPORTED_ARCHITECTURES,
+    CausalLm, ForwardCtx, Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM, KvCache,
+    LlamaForCausalLM, LogitsWanted, MistralForCausalLM, ModelInfo, Olmo2ForCausalLM,
+    Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SUPPORTED_ARCHITECTURES,
+    SmolLM3ForCausalLM,
 };
 pub mod generate;
 pub mod loader;

@@ -135,8 +135,8 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 /// The dtype to run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DTypeChoice {
-    /// The checkpoint's `torch_dtype` on a GPU; f32 on the CPU (candle's CPU f16/bf16 matmuls
-    /// widen on every call).
+    /// bfloat16 on a GPU (whatever the checkpoint's `torch_dtype`: GGUF and f32 checkpoints
+    /// too); f32 on the CPU (candle's CPU f16/bf16 matmuls widen on every call).
     #[default]
     Auto,
     /// float32.
@@ -164,17 +164,19 @@ impl DTypeChoice {
         })
     }
 
-    fn resolve(self, config_dtype: Option<&str>, device: &Device) -> DType {
+    fn resolve(self, device: &Device) -> DType {
+        self.resolve_on(device.is_cpu())
+    }
+
+    /// The dtype on the CPU (`on_cpu`) or on any other device: `Auto` is f32 on the CPU and
+    /// bf16 elsewhere.
+    fn resolve_on(self, on_cpu: bool) -> DType {
         match self {
             Self::F32 => DType::F32,
             Self::F16 => DType::F16,
             Self::BF16 => DType::BF16,
-            Self::Auto if device.is_cpu() => DType::F32,
-            Self::Auto => match config_dtype {
-                Some("float16") => DType::F16,
-                Some("bfloat16") => DType::BF16,
-                _ => DType::F32,
-            },
+            Self::Auto if on_cpu => DType::F32,
+            Self::Auto => DType::BF16,
         }
     }
 }
@@ -269,11 +271,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             source,
         })?;
     let device = opts.device.clone().unwrap_or(Device::Cpu);
-    let cfg_dtype = config
-        .get("torch_dtype")
-        .or_else(|| config.get("dtype"))
-        .and_then(|v| v.as_str());
-    let dtype = opts.dtype.resolve(cfg_dtype, &device);
+    let dtype = opts.dtype.resolve(&device);
     let tokenizer = TextTokenizer::from_dir(dir)?;
     let ck = Arc::new(Checkpoint::open_dir(dir)?);
     let vb = Weights::new(ck, dtype, &device);
@@ -311,7 +309,7 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         None => gguf::tokenizer_from_gguf(&file)?,
     };
     let device = opts.device.clone().unwrap_or(Device::Cpu);
-    let dtype = opts.dtype.resolve(Some("float32"), &device);
+    let dtype = opts.dtype.resolve(&device);
     let tensors = Arc::new(GgufTensors::new(file)?);
     let vb = Weights::new(tensors, dtype, &device);
     let factory = LinearFactory::new(opts.lora.clone())?;
@@ -330,4 +328,23 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         lora_vars: factory.vars().clone(),
         lora_modules: factory.wrapped_modules(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_f32_on_the_cpu_and_bf16_on_a_gpu() {
+        assert_eq!(DTypeChoice::Auto.resolve(&Device::Cpu), DType::F32);
+        assert_eq!(DTypeChoice::Auto.resolve_on(true), DType::F32);
+        assert_eq!(DTypeChoice::Auto.resolve_on(false), DType::BF16);
+        // An explicit choice is kept on either device.
+        for on_cpu in [true, false] {
+            assert_eq!(DTypeChoice::F32.resolve_on(on_cpu), DType::F32);
+            assert_eq!(DTypeChoice::F16.resolve_on(on_cpu), DType::F16);
+            assert_eq!(DTypeChoice::BF16.resolve_on(on_cpu), DType::BF16);
+        }
+        assert_eq!(DTypeChoice::default(), DTypeChoice::Auto);
+    }
 }

@@ -329,4 +329,45 @@ impl Rope {
         let sin = Tensor::from_vec(sin, (b, t, h), device)?.to_dtype(dtype)?;
         Ok((cos, sin))
     }
+
+    /// As [`Rope::cos_sin`], from positions `[b, t]` (any integer or float dtype) that stay on
+    /// their device: the angles, `cos` and `sin` are computed there (the same f32 products, so
+    /// on the CPU the values equal [`Rope::cos_sin`]'s). Only a longrope model without a
+    /// `seq_len` reads the largest position back to the host.
+    pub(crate) fn cos_sin_tensor(
+        &self,
+        pos: &Tensor,
+        seq_len: Option<usize>,
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t) = pos.dims2()?;
+        let device = pos.device();
+        let inv = match &self.long_inv_freq {
+            Some((long, orig)) => {
+                let seq_len = match seq_len {
+                    Some(s) => s,
+                    None => pos.to_dtype(DType::F32)?.max_all()?.to_scalar::<f32>()? as usize + 1,
+                };
+                if seq_len > *orig {
+                    long
+                } else {
+                    &self.inv_freq
+                }
+            }
+            None => &self.inv_freq,
+        };
+        let h = inv.len();
+        let inv = Tensor::from_slice(inv, (1, 1, h), device)?;
+        let angles = pos
+            .to_dtype(DType::F32)?
+            .reshape((b, t, 1))?
+            .broadcast_mul(&inv)?;
+        let (mut cos, mut sin) = (angles.cos()?, angles.sin()?);
+        if self.scaling != 1.0 {
+            let s = Tensor::new(&[[[self.scaling]]], device)?;
+            cos = cos.broadcast_mul(&s)?;
+            sin = sin.broadcast_mul(&s)?;
+        }
+        Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
+    }
 }

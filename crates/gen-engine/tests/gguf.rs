@@ -407,3 +407,20 @@ fn missing_required_metadata_names_the_key() {
     assert!(matches!(e, Error::Config { .. }), "{e}");
     assert!(e.to_string().contains("llama.block_count"), "{e}");
 }
+
+#[test]
+fn default_lora_targets_read_the_family_from_gguf_metadata() {
+    let t = gen_engine::models::default_lora_targets(&fixture("qwen2").join("model.gguf")).unwrap();
+    assert_eq!(
+        t,
+        [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj"
+        ]
+    );
+}

@@ -693,6 +693,56 @@ impl Decoder {
             });
         }
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let st = match position_ids {
+            // One decode step off the CPU: positions, cos/sin and the masks stay on the device.
+            Some(pos) if t == 1 && resident_step(&self.info.device) => {
+                self.device_step(attention_mask, pos, rope_seq_len, b, past, training)?
+            }
+            _ => self.host_step(
+                attention_mask,
+                position_ids,
+                rope_seq_len,
+                (b, t),
+                past,
+                training,
+            )?,
+        };
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let mut x = self
+            .embed
+            .lookup(&ids)?
+            .reshape((b, t, self.info.hidden_size))?;
+        if let Some(s) = &self.embed_scale {
+            x = x.broadcast_mul(s)?;
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &st, cache.as_deref_mut(), i)?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        if logits == LogitsWanted::Last {
+            x = x.narrow(1, t - 1, 1)?;
+        }
+        let x = self.norm.forward(&x, training)?;
+        let mut out = self.lm_head.forward_t(&x, training)?;
+        if let Some(cap) = self.final_softcap {
+            out = ops::soft_cap(&out, cap)?;
+        }
+        Ok(out)
+    }
+
+    /// The per-call state computed on the host: positions from the mask (read back) or given,
+    /// cos/sin and the additive masks built there and uploaded.
+    fn host_step(
+        &self,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        rope_seq_len: Option<usize>,
+        (b, t): (usize, usize),
+        past: usize,
+        training: bool,
+    ) -> Result<Step<'static>> {
         let total = past + t;
         let device = &self.info.device;
         let valid: Option<Vec<Vec<f32>>> = match attention_mask {
@@ -762,29 +812,61 @@ impl Decoder {
             training,
             _p: std::marker::PhantomData,
         };
-        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
-        let mut x = self
-            .embed
-            .lookup(&ids)?
-            .reshape((b, t, self.info.hidden_size))?;
-        if let Some(s) = &self.embed_scale {
-            x = x.broadcast_mul(s)?;
+        Ok(st)
+    }
+
+    /// The state of one decode step (`t == 1`) with given positions `[b, 1]`, computed on the
+    /// model's device without reading anything back: cos/sin from the positions, the additive
+    /// masks from the padding mask (see [`device_mask_t1`]).
+    fn device_step(
+        &self,
+        attention_mask: Option<&Tensor>,
+        pos: &Tensor,
+        rope_seq_len: Option<usize>,
+        b: usize,
+        past: usize,
+        training: bool,
+    ) -> Result<Step<'static>> {
+        let total = past + 1;
+        let (pb, pt) = pos.dims2()?;
+        if pb != b || pt != 1 {
+            return Err(Error::InvalidParam {
+                name: "position_ids",
+                msg: format!("shape [{pb}, {pt}], expected [{b}, 1]"),
+            });
         }
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &st, cache.as_deref_mut(), i)?;
+        if let Some(m) = attention_mask {
+            let (mb, mt) = m.dims2()?;
+            if mb != b || mt != total {
+                return Err(Error::InvalidParam {
+                    name: "attention_mask",
+                    msg: format!(
+                        "shape [{mb}, {mt}], expected [{b}, {total}] (past {past} + new 1)"
+                    ),
+                });
+            }
         }
-        if let Some(c) = cache {
-            c.advance(t);
-        }
-        if logits == LogitsWanted::Last {
-            x = x.narrow(1, t - 1, 1)?;
-        }
-        let x = self.norm.forward(&x, training)?;
-        let mut out = self.lm_head.forward_t(&x, training)?;
-        if let Some(cap) = self.final_softcap {
-            out = ops::soft_cap(&out, cap)?;
-        }
-        Ok(out)
+        let dtype = self.info.dtype;
+        let (cos, sin) = self.rope.cos_sin_tensor(pos, rope_seq_len, dtype)?;
+        let local = match &self.local_rope {
+            Some(r) => Some(r.cos_sin_tensor(pos, rope_seq_len, dtype)?),
+            None => None,
+        };
+        let device = &self.info.device;
+        let mask = device_mask_t1(attention_mask, b, total, None, device)?;
+        let sliding_mask = match self.window {
+            Some(w) if w < total => device_mask_t1(attention_mask, b, total, Some(w), device)?,
+            _ => mask.clone(),
+        };
+        Ok(Step {
+            cos,
+            sin,
+            local,
+            mask,
+            sliding_mask,
+            training,
+            _p: std::marker::PhantomData,
+        })
     }
 }
 
@@ -850,6 +932,72 @@ fn build_mask(
         }
     }
     Ok(Some(Tensor::from_vec(m, (b, 1, 1, t, total), device)?))
+}
+
+/// Whether a decode step keeps its state on the model's device (positions given by the
+/// generator, cos/sin and masks computed there, greedy ids chosen there): on every device but
+/// the CPU, whose host path is the tested and benchmarked one. This crate's tests can force it
+/// on the CPU ([`force_resident_step`]).
+pub(crate) fn resident_step(device: &Device) -> bool {
+    #[cfg(test)]
+    if FORCE_RESIDENT.with(|f| f.get()) {
+        return true;
+    }
+    !device.is_cpu()
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_RESIDENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs the device-resident decode step on the CPU too, in this thread (tests only).
+#[cfg(test)]
+pub(crate) fn force_resident_step(on: bool) {
+    FORCE_RESIDENT.with(|f| f.set(on));
+}
+
+/// [`build_mask`] for one query per row (`t == 1`, the query at `total − 1`) from a padding mask
+/// `[b, total]` that stays on its device: `[b, 1, 1, 1, total]`, 0 where a key is a real token
+/// (non-zero) inside the window and −∞ elsewhere; the query always sees itself. Device ops only,
+/// nothing read back; the values of [`build_mask`]. `None` when nothing is masked.
+fn device_mask_t1(
+    valid: Option<&Tensor>,
+    b: usize,
+    total: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let window = window.filter(|&w| w < total);
+    if valid.is_none() && window.is_none() {
+        return Ok(None);
+    }
+    let keys = total - 1; // the columns before the query
+    let neg = |n: usize| Tensor::full(f32::NEG_INFINITY, (b, n), device);
+    let mut parts = Vec::with_capacity(3);
+    // Keys outside the window: k + w <= q, i.e. the first total − w columns.
+    let outside = window.map_or(0, |w| total - w);
+    if outside > 0 {
+        parts.push(neg(outside)?);
+    }
+    let inside = keys - outside;
+    if inside > 0 {
+        let zeros = Tensor::zeros((b, inside), DType::F32, device)?;
+        parts.push(match valid {
+            Some(m) => {
+                let m = m.narrow(1, outside, inside)?;
+                let real = match m.dtype() {
+                    DType::U8 | DType::U32 | DType::I64 => m,
+                    _ => m.ne(&m.zeros_like()?)?,
+                };
+                real.where_cond(&zeros, &neg(inside)?)?
+            }
+            None => zeros,
+        });
+    }
+    parts.push(Tensor::zeros((b, 1), DType::F32, device)?);
+    let m = Tensor::cat(&parts, 1)?;
+    Ok(Some(m.reshape((b, 1, 1, 1, total))?))
 }
 
 #[cfg(test)]

@@ -96,10 +96,16 @@ pub fn lora_targets(architecture: &str) -> Option<&'static [&'static str]> {
     family(architecture).map(|f| f.lora_targets)
 }
 
-/// [`lora_targets`] for the checkpoint in `dir`, by `architectures[0]` of its `config.json`.
-/// Errors name the file and key: a missing or invalid `config.json`, a missing
-/// `architectures`, or an architecture this crate does not implement.
+/// [`lora_targets`] for the checkpoint in `dir`, by `architectures[0]` of its `config.json`
+/// (or, for a GGUF file, of the config its metadata gives). Errors name the file and key: a
+/// missing or invalid `config.json`, a missing `architectures`, or an architecture this crate
+/// does not implement.
 pub fn default_lora_targets(dir: &Path) -> Result<Vec<String>> {
+    if crate::loader::is_gguf_file(dir) {
+        let v = crate::gguf::hf_config(&crate::gguf::GgufFile::open(dir)?)?;
+        let f = family_of(&v, dir)?;
+        return Ok(f.lora_targets.iter().map(|s| s.to_string()).collect());
+    }
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::MissingFile {

@@ -1,0 +1,96 @@
+//! The Rust side of the real-model side-by-side (issue 12): the real Gemma-3-270M GGUF (or any
+//! checkpoint `gen_engine::load_dir` reads), the 16 prompts of
+//! `tests/fixtures/real/gemma3-270m/reference.json`, greedy, exactly 50 new tokens
+//! (`min_new_tokens = 50`), f32 on the CPU. Prints one JSON line: batch-16 throughput (new
+//! tokens/s, prefill included), batch-1 wall time per new token (prefill included), load time,
+//! peak RSS (VmHWM). The peers (transformers `generate`, llama.cpp's server) are measured by
+//! `benches/gemma3_peer.py` on the same file and prompts.
+//!
+//! ```text
+//! cargo build --release -p gen-engine --example real_bench
+//! RAYON_NUM_THREADS=2 target/release/examples/real_bench \
+//!     target/remote-venv/models/gemma-3-270m-q4_k_m.gguf tests/fixtures/real/gemma3-270m/reference.json 3
+//! ```
+
+use gen_engine::{GenerateParams, Generator, LoadOptions};
+use std::time::Instant;
+
+fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let model = std::path::PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "target/remote-venv/models/gemma-3-270m-q4_k_m.gguf".into()),
+    );
+    let refs = std::path::PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "tests/fixtures/real/gemma3-270m/reference.json".into()),
+    );
+    let reps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let t0 = Instant::now();
+    let m = gen_engine::load_dir(&model, &LoadOptions::default())?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&refs)?)?;
+    let texts: Vec<&str> = reference["prompts"]
+        .as_array()
+        .ok_or("reference.json: no `prompts` list")?
+        .iter()
+        .map(|p| p.as_str().unwrap_or(""))
+        .collect();
+    let params = GenerateParams::new()
+        .max_new_tokens(50)
+        .min_new_tokens(50)
+        .batch_size(16)
+        .bucket_by_length(false);
+    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+    let enc = g.encode(&texts)?;
+    let prompt_tokens: usize = enc.iter().map(Vec::len).sum();
+    let run = |batch: &[Vec<u32>]| -> Result<f64, gen_engine::Error> {
+        let t = Instant::now();
+        let out = g.generate_batch(batch)?;
+        assert!(out.iter().all(|o| o.token_ids.len() == 50));
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(&enc)?; // warm-up
+    let b16: Vec<f64> = (0..reps).map(|_| run(&enc)).collect::<Result<_, _>>()?;
+    let b16_s = median(b16);
+    // Batch 1: every prompt alone, one pass (prefill included), as llama.cpp with one slot.
+    let mut b1_total = 0.0;
+    for p in &enc {
+        b1_total += run(std::slice::from_ref(p))?;
+    }
+    let new_tokens = (enc.len() * 50) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": model.display().to_string(),
+            "prompts": enc.len(),
+            "prompt_tokens": prompt_tokens,
+            "load_s": load_s,
+            "batch16_s": b16_s,
+            "batch16_tok_per_s": new_tokens / b16_s,
+            "batch1_ms_per_token": 1000.0 * b1_total / new_tokens,
+            "vm_hwm_mib": vm_hwm_mib(),
+            "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        })
+    );
+    Ok(())
+}
