@@ -93,12 +93,15 @@ pub fn run(study: &Study, opts: &RunOptions) -> Result<RunSummary> {
             plan.units.iter().filter(|u| u.is_done()).count()
         ));
         std::fs::create_dir_all(&unit.dir).map_err(|e| Error::io(&unit.dir, e))?;
-        let outputs = match run_unit(study, &plan, unit, opts).and_then(|o| {
+        // Run the unit and check its records: a unit is marked done only when they validate.
+        let attempt = || {
+            let outputs = run_unit(study, &plan, unit, opts)?;
             validate_unit(&plan, unit)?;
-            Ok(o)
-        }) {
+            Ok(outputs)
+        };
+        let outputs = match attempt() {
             Ok(o) => o,
-            Err(e) if e.exit_code() == 1 && records_broken(&e) => {
+            Err(e) if records_broken(&e) => {
                 // The unit's own records are inconsistent (e.g. a duplicate id): start it over
                 // once from nothing rather than fail the same way on every run.
                 let moved = quarantine(unit)?;
@@ -107,12 +110,7 @@ pub fn run(study: &Study, opts: &RunOptions) -> Result<RunSummary> {
                     moved.display()
                 );
                 std::fs::create_dir_all(&unit.dir).map_err(|e| Error::io(&unit.dir, e))?;
-                run_unit(study, &plan, unit, opts)
-                    .and_then(|o| {
-                        validate_unit(&plan, unit)?;
-                        Ok(o)
-                    })
-                    .map_err(|e| name_model(study, unit, e))?
+                attempt().map_err(|e| name_model(study, unit, e))?
             }
             Err(e) => return Err(name_model(study, unit, e)),
         };
