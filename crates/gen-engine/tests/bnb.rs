@@ -8,10 +8,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{Reference, ids_tensor, mask_tensor, max_diff_real, unpadded};
+use common::{Reference, check_against_reference};
 use gen_engine::quant::Quant4Type;
 use gen_engine::weights::{Checkpoint, Weights};
-use gen_engine::{ForwardCtx, GenerateParams, Generator, LinearFactory, LoadOptions, LoraPlan};
+use gen_engine::{GenerateParams, Generator, LinearFactory, LoadOptions, LoraPlan};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,28 +100,16 @@ fn check(name: &str, quant: Quant4Type, double_quant: bool) {
     }
 
     let m = gen_engine::load_dir(&dir, &LoadOptions::default()).unwrap();
-    let prompts: Vec<&str> = r.prompts.iter().map(String::as_str).collect();
     let params = GenerateParams::new().max_new_tokens(r.max_new_tokens);
     let g = Generator::new(m.model.as_ref(), &m.tokenizer, &r.eos_token_ids, params).unwrap();
-    let encoded = g.encode(&prompts).unwrap();
-    assert_eq!(encoded, unpadded(&r), "{name}: prompt encoding");
-    let ids = ids_tensor(&r.input_ids);
-    let mask = mask_tensor(&r.attention_mask);
-    let logits = m
-        .model
-        .forward(ForwardCtx::new(&ids).with_mask(&mask))
-        .unwrap();
-    let diff = max_diff_real(&logits, &refs["logits"], &r.attention_mask);
-    eprintln!("{name}: max |logits - transformers+bitsandbytes| = {diff:.3e}");
-    assert!(diff < 1e-4, "{name}: logits differ by {diff}");
-    let gens = g.generate_batch(&encoded).unwrap();
-    for (i, got) in gens.iter().enumerate() {
-        assert_eq!(
-            got.token_ids, r.completion_token_ids[i],
-            "{name}: row {i} ids"
-        );
-        assert_eq!(got.finish_reason.as_str(), r.finish_reasons[i]);
-    }
+    check_against_reference(
+        name,
+        "transformers+bitsandbytes",
+        m.model.as_ref(),
+        &g,
+        &r,
+        &refs,
+    );
 }
 
 #[test]

@@ -91,3 +91,41 @@ pub fn mask_tensor(rows: &[Vec<u8>]) -> Tensor {
     let t = rows[0].len();
     Tensor::from_vec(rows.concat(), (b, t), &Device::Cpu).unwrap()
 }
+
+/// Checks a loaded model against a fixture's references (made by `peer`): the generator's prompt
+/// encoding equals the reference's unpadded ids, the logits of the left-padded batch are within
+/// 1e-4 at real positions, and the greedy continuations of that batch have the reference's ids
+/// and finish reasons. Returns the encoded prompts and the generations for further checks.
+pub fn check_against_reference(
+    name: &str,
+    peer: &str,
+    model: &dyn gen_engine::CausalLm,
+    g: &gen_engine::Generator<'_>,
+    r: &Reference,
+    refs: &HashMap<String, Tensor>,
+) -> (Vec<Vec<u32>>, Vec<gen_engine::Generation>) {
+    let prompts: Vec<&str> = r.prompts.iter().map(String::as_str).collect();
+    let encoded = g.encode(&prompts).unwrap();
+    assert_eq!(encoded, unpadded(r), "{name}: prompt encoding");
+    let ids = ids_tensor(&r.input_ids);
+    let mask = mask_tensor(&r.attention_mask);
+    let logits = model
+        .forward(gen_engine::ForwardCtx::new(&ids).with_mask(&mask))
+        .unwrap();
+    let diff = max_diff_real(&logits, &refs["logits"], &r.attention_mask);
+    eprintln!("{name}: max |logits - {peer}| = {diff:.3e}");
+    assert!(diff < 1e-4, "{name}: logits differ by {diff}");
+    let gens = g.generate_batch(&encoded).unwrap();
+    for (i, got) in gens.iter().enumerate() {
+        assert_eq!(
+            got.token_ids, r.completion_token_ids[i],
+            "{name}: row {i} ids"
+        );
+        assert_eq!(
+            got.finish_reason.as_str(),
+            r.finish_reasons[i],
+            "{name}: row {i} finish"
+        );
+    }
+    (encoded, gens)
+}
