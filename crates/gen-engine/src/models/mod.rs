@@ -427,6 +427,64 @@ impl KvCache {
         self.len += t;
     }
 
+    /// One cache from the caches of groups of a batch's rows (prefilled apart): each group's
+    /// positions left-padded with zeros to `len` (masked positions, as a left-padded batch's),
+    /// the groups' rows stacked in order, then row `r` taken from stacked row `rows[r]`;
+    /// preallocated for `capacity` positions.
+    pub(crate) fn stack_left_padded(
+        parts: &[KvCache],
+        rows: &[usize],
+        len: usize,
+        capacity: usize,
+    ) -> Result<Self> {
+        let internal = |msg: String| Error::InvalidParam { name: "cache", msg };
+        let num_layers = parts.first().map(|p| p.layers.len()).unwrap_or(0);
+        let total: usize = parts.iter().map(|p| p.batch).sum();
+        if rows.len() != total || rows.iter().any(|&r| r >= total) {
+            return Err(internal(format!(
+                "{} rows asked of {total} stacked rows",
+                rows.len()
+            )));
+        }
+        let mut out = KvCache::new(num_layers, total, capacity.max(len));
+        for i in 0..num_layers {
+            let mut ks = Vec::with_capacity(parts.len());
+            let mut vs = Vec::with_capacity(parts.len());
+            for p in parts {
+                let (Some((k, v)), true) = (&p.layers[i], p.len <= len) else {
+                    return Err(internal(format!("layer {i} of a group's cache is missing")));
+                };
+                let (k, v) = (k.narrow(2, 0, p.len)?, v.narrow(2, 0, p.len)?);
+                let pad = len - p.len;
+                let (k, v) = if pad > 0 {
+                    let (b, h, _, d) = k.dims4()?;
+                    let z = Tensor::zeros((b, h, pad, d), k.dtype(), k.device())?;
+                    (Tensor::cat(&[&z, &k], 2)?, Tensor::cat(&[&z, &v], 2)?)
+                } else {
+                    (k, v)
+                };
+                ks.push(k);
+                vs.push(v);
+            }
+            let (k, v) = (Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?);
+            let index = Tensor::from_vec(
+                rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                rows.len(),
+                k.device(),
+            )?;
+            let (k, v) = (k.index_select(&index, 0)?, v.index_select(&index, 0)?);
+            let (b, h, _, d) = k.dims4()?;
+            let cap = out.capacity;
+            let kc = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
+            let vc = Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?;
+            kc.slice_set(&k.contiguous()?, 2, 0)?;
+            vc.slice_set(&v.contiguous()?, 2, 0)?;
+            out.layers[i] = Some((kc, vc));
+        }
+        out.len = len;
+        Ok(out)
+    }
+
     /// Keeps only the given rows (e.g. drop finished sequences from a batch).
     pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
         if rows.len() == self.batch {
