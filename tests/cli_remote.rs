@@ -46,32 +46,46 @@ fn prompt_set(dir: &Path, n: usize) -> (std::path::PathBuf, Vec<String>) {
     (path, texts)
 }
 
-/// The reference: direct `/completion` calls, as (text, token ids, finish reason).
-fn reference(server: &LlamaServer, prompts: &[String]) -> Vec<(String, Vec<u32>, String)> {
-    server
-        .direct_completions(prompts)
-        .unwrap()
-        .iter()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let ids = v["tokens"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect();
-            let reason = match v["stop_type"].as_str().unwrap() {
-                "eos" => "eos",
-                "limit" => "length",
-                other => panic!("unexpected stop_type {other}"),
-            };
-            (
-                v["text"].as_str().unwrap().trim().to_string(),
-                ids,
-                reason.to_string(),
-            )
-        })
-        .collect()
+/// The most prompts a test here generates.
+const MAX_PROMPTS: usize = 8;
+
+/// The reference for the first `n` prompts: direct `/completion` calls, as (text, token ids,
+/// finish reason). Computed once per test binary, on a one-slot server of its own (the same
+/// build, model and settings as every test's server), and shared by the tests.
+fn reference(n: usize) -> Vec<(String, Vec<u32>, String)> {
+    static REFERENCE: std::sync::OnceLock<Vec<(String, Vec<u32>, String)>> =
+        std::sync::OnceLock::new();
+    assert!(n <= MAX_PROMPTS);
+    let all = REFERENCE.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, texts) = prompt_set(tmp.path(), MAX_PROMPTS);
+        let server = LlamaServer::start(1, 1).unwrap();
+        server
+            .direct_completions(&texts)
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let ids = v["tokens"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect();
+                let reason = match v["stop_type"].as_str().unwrap() {
+                    "eos" => "eos",
+                    "limit" => "length",
+                    other => panic!("unexpected stop_type {other}"),
+                };
+                (
+                    v["text"].as_str().unwrap().trim().to_string(),
+                    ids,
+                    reason.to_string(),
+                )
+            })
+            .collect()
+    });
+    all[..n].to_vec()
 }
 
 fn generate(
@@ -134,9 +148,9 @@ fn ok(o: &Output) {
 #[test]
 fn records_equal_direct_completion_calls_at_1_and_8_in_flight_and_over_two_replicas() {
     let tmp = tempfile::tempdir().unwrap();
-    let (prompts, texts) = prompt_set(tmp.path(), 8);
+    let (prompts, _) = prompt_set(tmp.path(), 8);
+    let expected = reference(8);
     let a = LlamaServer::start(1, 1).unwrap();
-    let expected = reference(&a, &texts);
 
     let one = tmp.path().join("one.jsonl");
     ok(&generate(&[a.base_url()], &prompts, &one, 1, &[]));
@@ -191,9 +205,9 @@ fn a_wrong_model_name_exits_2_listing_the_served_names() {
 #[test]
 fn a_server_killed_mid_run_stops_the_run_and_a_rerun_resumes_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let (prompts, texts) = prompt_set(tmp.path(), 12);
+    let (prompts, _) = prompt_set(tmp.path(), 8);
+    let expected = reference(8);
     let mut server = LlamaServer::start(1, 1).unwrap();
-    let expected = reference(&server, &texts);
     let out = tmp.path().join("gens.jsonl");
 
     // One request in flight: the records are appended 4 at a time (a few of the endpoint's
@@ -232,7 +246,7 @@ fn a_server_killed_mid_run_stops_the_run_and_a_rerun_resumes_in_order() {
         "names the endpoint: {err}"
     );
     let kept = records(&out).len();
-    assert!((4..12).contains(&kept), "{kept} records kept");
+    assert!((4..8).contains(&kept), "{kept} records kept");
 
     server.restart().unwrap();
     ok(&generate(&[server.base_url()], &prompts, &out, 1, &[]));
@@ -362,9 +376,9 @@ fn faulty_proxy(
 #[test]
 fn a_server_answering_500_for_a_while_is_retried_and_the_records_are_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
-    let (prompts, texts) = prompt_set(tmp.path(), 4);
+    let (prompts, _) = prompt_set(tmp.path(), 4);
+    let expected = reference(4);
     let server = LlamaServer::start(1, 1).unwrap();
-    let expected = reference(&server, &texts);
     let (port, failed) = faulty_proxy(server.port(), 3);
     let out = tmp.path().join("gens.jsonl");
     ok(&generate(
