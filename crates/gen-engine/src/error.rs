@@ -131,6 +131,19 @@ pub enum Error {
         /// The ggml types this crate dequantizes.
         supported: Vec<&'static str>,
     },
+    /// A quantized tensor's raw ggml blocks do not fit its shape: a row that is not a whole
+    /// number of blocks, or data that is not exactly the tensor's blocks.
+    #[error("ggml {ggml_type} tensor of {rows} × {cols}: {msg}")]
+    GgmlBlocks {
+        /// The ggml type (its name).
+        ggml_type: &'static str,
+        /// The tensor's rows.
+        rows: usize,
+        /// The tensor's columns (weights per row).
+        cols: usize,
+        /// What does not fit.
+        msg: String,
+    },
     /// The tokenizer is missing or cannot be loaded or run.
     #[error("{path}: tokenizer error: {msg}")]
     Tokenizer {

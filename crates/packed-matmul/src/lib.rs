@@ -1,5 +1,6 @@
-//! `packed-matmul`: pre-packed f32 weights and the matrix product of CPU inference,
-//! `y = x Wᵀ + b`, for the few-row products of batched decoding and short classifier inputs.
+//! `packed-matmul`: pre-packed weights — f32, or `i8` codes with per-group scales — and the
+//! matrix product of CPU inference, `y = x Wᵀ + b`, for the few-row products of batched decoding
+//! and short classifier inputs.
 //!
 //! A general GEMM (candle's CPU matmul, through the `gemm` crate) repacks the whole weight into
 //! its kernel layout on every call; at 16 rows that costs about as much memory traffic as the
@@ -9,22 +10,37 @@
 //! cache line. Input rows are packed per call (they are small) into blocks laid out `k`-major,
 //! so the kernel broadcasts them from consecutive addresses.
 //!
+//! Quantized storage ([`PackedLinear::from_quantized`], [`QuantRows`]): a weight that a
+//! checkpoint stores quantized (GGUF's ggml blocks, decoded to codes, scales and mins) stays
+//! quantized. Each panel is, per group of 16 or 32 inputs, one line of 16 f32 scales, one of 16
+//! mins when the format has them, then one line of 16 `i8` codes per input — one contiguous,
+//! 64-byte aligned stream of 1.1–1.5 bytes per weight instead of 4 (groups of 32 without mins:
+//! 1.125; with mins, or groups of 16 without: 1.25; groups of 16 with mins: 1.5). The kernels
+//! turn each code line into weights in registers (convert, multiply by the scales, subtract the
+//! mins: the formula of [`QuantRows`], with no fused multiply-subtract) and then run the same
+//! fused multiply-adds in the same order as on f32 panels, under the same blocking and threading,
+//! so a quantized layer's products are bitwise those of the f32 layer holding the dequantized
+//! weight — while decoding, which is bound by memory bandwidth, streams a quarter to a third of
+//! the bytes.
+//!
 //! Kernels: AVX-512F (16 rows × 16 columns, 16 zmm accumulators; from 64 rows on, 12 rows × two
 //! panels, 24 accumulators, which loads less per multiply-add once inputs come from cache),
-//! AVX2+FMA (6 × 16, 12 ymm), and a portable one (4 × 16) that the compiler vectorises for the
-//! build target; the widest the CPU has is picked at run time. They prefetch the weight 2 KiB
-//! ahead (decoding is bound by memory bandwidth: the weights stream from DRAM at every step).
+//! AVX2+FMA (6 × 16, 12 ymm; a line of 16 codes becomes two ymm of weights), and a portable one
+//! (4 × 16) that the compiler vectorises for the build target; each in an f32 and a quantized
+//! form; the widest the CPU has is picked at run time. They prefetch the weight 2 KiB ahead
+//! (decoding is bound by memory bandwidth: the weights stream from DRAM at every step).
 //! Products whose packed inputs exceed 1 MiB are cache-blocked (256 inputs × as many rows as fit
 //! 256 KiB of L2).
 //! Output panels are split over the rayon pool. Sums are fused multiply-adds in `k` order, so
-//! results differ from another GEMM's by rounding only (~1e-6 relative).
+//! results differ from another GEMM's by rounding only (~1e-6 relative); every kernel and both
+//! storages accumulate each output in the same order, so they agree with each other bitwise.
 //!
 //! Where it stands against the `gemm` crate (`cargo bench -p packed-matmul --bench matmul`):
 //! ahead for decoding's few rows (no per-call repacking of the weight), 5–20% behind on
 //! hundreds of rows, where gemm's own blocking is better tuned.
 //!
 //! ```
-//! use packed_matmul::PackedLinear;
+//! use packed_matmul::{PackedLinear, QuantRows};
 //! // W is 3 outputs × 2 inputs, row-major as in a checkpoint; bias per output.
 //! let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
 //! let layer = PackedLinear::from_rows(&w, 3, 2, Some(vec![0.5, 0.0, -0.5]))?;
@@ -32,10 +48,36 @@
 //! let mut y = [0.0; 6];
 //! layer.matmul(&x, 2, &mut y)?;
 //! assert_eq!(y, [3.5, 7.0, 10.5, 4.5, 8.0, 11.5]);
+//!
+//! // The same kind of layer kept quantized: 2 outputs × 16 inputs, one group of 16 per output,
+//! // w[j][i] = q * scale - min.
+//! let q: Vec<i8> = (0..32).map(|i| (i % 7) as i8 - 3).collect();
+//! let (scales, mins) = ([0.5, 0.25], [1.0, -1.0]);
+//! let rows = QuantRows { q: &q, scales: &scales, mins: Some(&mins), group: 16 };
+//! let quantized = PackedLinear::from_quantized(rows, 2, 16, None)?;
+//! let mut dequantized = vec![0.0; 32];
+//! for (j, row) in dequantized.chunks_mut(16).enumerate() {
+//!     quantized.row(j, row)?;
+//!     assert_eq!(row[0], q[16 * j] as f32 * scales[j] - mins[j]);
+//! }
+//! let f32_layer = PackedLinear::from_rows(&dequantized, 2, 16, None)?;
+//! let x = vec![0.1; 16];
+//! let (mut yq, mut yf) = ([0.0; 2], [0.0; 2]);
+//! quantized.matmul(&x, 1, &mut yq)?;
+//! f32_layer.matmul(&x, 1, &mut yf)?;
+//! assert_eq!(yq, yf);
+//! assert!(quantized.resident_bytes() < f32_layer.resident_bytes());
 //! # Ok::<(), packed_matmul::Error>(())
 //! ```
 #![deny(missing_docs)]
 
+mod kernels;
+mod quant;
+
+#[cfg(target_arch = "x86_64")]
+use kernels::x86;
+pub use quant::QuantRows;
+use quant::{Block, Format};
 use rayon::prelude::*;
 
 /// What can go wrong: buffers whose sizes disagree with the layer.
@@ -51,6 +93,17 @@ pub enum Error {
         found: usize,
         /// The length the shapes imply.
         expected: usize,
+    },
+    /// A quantized weight's group size is not one the kernels take (16 or 32), or does not
+    /// divide the inputs.
+    #[error(
+        "quantization groups of {group} inputs for {k} inputs: the group must be 16 or 32 and divide the inputs"
+    )]
+    Group {
+        /// The group size given.
+        group: usize,
+        /// The layer's inputs.
+        k: usize,
     },
     /// An output (row of `W`) past the layer's outputs.
     #[error("row {index} of a layer with {rows} outputs")]
@@ -93,14 +146,31 @@ const KC: usize = 256;
 #[repr(C, align(64))]
 struct Line([f32; NR]);
 
+/// A layer's packed weight.
+#[derive(Debug, Clone)]
+enum Weights {
+    /// `ceil(n / 16)` panels of `k` lines; columns past `n` are zero.
+    F32(Vec<Line>),
+    /// `ceil(n / 16)` panels of `format.panel_blocks(k)` blocks (see [`quant`]).
+    Quant { blocks: Vec<Block>, format: Format },
+}
+
+/// One panel's data over a range of inputs, as a kernel reads it.
+#[derive(Clone, Copy)]
+enum PanelRef<'a> {
+    F32(&'a [Line]),
+    Quant(&'a [Block], Format),
+}
+
 /// A linear layer's weight `W` (`n` outputs × `k` inputs, `y = x Wᵀ + b`) packed into column
-/// panels, with an optional bias. Immutable and `Send + Sync`: share it between threads.
+/// panels, with an optional bias: f32 ([`PackedLinear::from_rows`],
+/// [`PackedLinear::from_transposed`]) or `i8` codes with per-group scales
+/// ([`PackedLinear::from_quantized`]). Immutable and `Send + Sync`: share it between threads.
 #[derive(Debug, Clone)]
 pub struct PackedLinear {
     k: usize,
     n: usize,
-    /// `ceil(n / 16)` panels of `k` lines; columns past `n` are zero.
-    lines: Vec<Line>,
+    w: Weights,
     /// `n` values, when the layer has a bias.
     bias: Option<Vec<f32>>,
 }
@@ -122,7 +192,12 @@ impl PackedLinear {
                 line.0[..w].copy_from_slice(&wt[i * n + j0..i * n + j0 + w]);
             }
         }
-        Ok(Self { k, n, lines, bias })
+        Ok(Self {
+            k,
+            n,
+            w: Weights::F32(lines),
+            bias,
+        })
     }
 
     /// Packs a weight in the checkpoint layout: `w` is `n × k` row-major; `bias`, when given,
@@ -145,7 +220,61 @@ impl PackedLinear {
                     }
                 }
             });
-        Ok(Self { k, n, lines, bias })
+        Ok(Self {
+            k,
+            n,
+            w: Weights::F32(lines),
+            bias,
+        })
+    }
+
+    /// Packs a quantized weight (`n` outputs × `k` inputs; see [`QuantRows`] for the formula
+    /// that gives its values) as it is: codes, scales and mins, with the codes turned into
+    /// weights inside the kernels. Products, [`row`](Self::row) and
+    /// [`to_transposed`](Self::to_transposed) are bitwise those of [`from_rows`](Self::from_rows)
+    /// on the dequantized weight, while a product streams about 1.1–1.5 bytes per weight
+    /// instead of 4. Panels are packed in parallel.
+    ///
+    /// # Errors
+    /// [`Error::Group`] when `w.group` is not 16 or 32 or does not divide `k`; [`Error::Size`]
+    /// when the codes are not `n × k`, the scales or mins not `n × k / group`, or the bias not
+    /// `n` values.
+    pub fn from_quantized(
+        w: QuantRows<'_>,
+        n: usize,
+        k: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        let format = quant::validate(&w, n, k)?;
+        if let Some(b) = &bias {
+            check("bias", b.len(), n)?;
+        }
+        let blocks = quant::pack(&w, format, n, k);
+        Ok(Self {
+            k,
+            n,
+            w: Weights::Quant { blocks, format },
+            bias,
+        })
+    }
+
+    /// Whether the weight is kept quantized ([`from_quantized`](Self::from_quantized)).
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.w, Weights::Quant { .. })
+    }
+
+    /// Bytes the weight keeps resident: its panels (f32 lines, or codes with their scale and min
+    /// lines, padding columns included) and its bias.
+    pub fn resident_bytes(&self) -> usize {
+        let panels = match &self.w {
+            Weights::F32(lines) => std::mem::size_of_val(lines.as_slice()),
+            Weights::Quant { blocks, .. } => std::mem::size_of_val(blocks.as_slice()),
+        };
+        panels
+            + self
+                .bias
+                .as_ref()
+                .map_or(0, |b| std::mem::size_of_val(b.as_slice()))
     }
 
     /// Inputs (`k`).
@@ -174,24 +303,45 @@ impl PackedLinear {
         }
         check("output", out.len(), self.k)?;
         let (p, c) = (j / NR, j % NR);
-        for (o, line) in out
-            .iter_mut()
-            .zip(&self.lines[p * self.k..(p + 1) * self.k])
-        {
-            *o = line.0[c];
+        match &self.w {
+            Weights::F32(lines) => {
+                for (o, line) in out.iter_mut().zip(&lines[p * self.k..(p + 1) * self.k]) {
+                    *o = line.0[c];
+                }
+            }
+            Weights::Quant { blocks, format } => {
+                let per = format.panel_blocks(self.k);
+                format.column(&blocks[p * per..(p + 1) * per], c, out);
+            }
         }
         Ok(())
     }
 
-    /// The weight back in the transposed layout, `k × n` row-major.
+    /// The weight back in the transposed layout, `k × n` row-major (dequantized, for a
+    /// quantized layer).
     pub fn to_transposed(&self) -> Vec<f32> {
         let (k, n) = (self.k, self.n);
         let mut wt = vec![0f32; k * n];
-        for (p, panel) in self.lines.chunks(k.max(1)).enumerate() {
-            let j0 = p * NR;
-            let w = NR.min(n - j0);
-            for (i, line) in panel.iter().enumerate() {
-                wt[i * n + j0..i * n + j0 + w].copy_from_slice(&line.0[..w]);
+        match &self.w {
+            Weights::F32(lines) => {
+                for (p, panel) in lines.chunks(k.max(1)).enumerate() {
+                    let j0 = p * NR;
+                    let w = NR.min(n - j0);
+                    for (i, line) in panel.iter().enumerate() {
+                        wt[i * n + j0..i * n + j0 + w].copy_from_slice(&line.0[..w]);
+                    }
+                }
+            }
+            Weights::Quant { blocks, format } => {
+                let per = format.panel_blocks(k);
+                let mut col = vec![0f32; k];
+                for j in 0..n {
+                    let (p, c) = (j / NR, j % NR);
+                    format.column(&blocks[p * per..(p + 1) * per], c, &mut col);
+                    for (i, &v) in col.iter().enumerate() {
+                        wt[i * n + j] = v;
+                    }
+                }
             }
         }
         wt
@@ -199,7 +349,8 @@ impl PackedLinear {
 
     /// Stacks layers sharing an input along the output dimension (outputs concatenated in
     /// order). Panels are concatenated as they are, so every part but the last needs a multiple
-    /// of 16 outputs; `None` otherwise, or if the inputs differ.
+    /// of 16 outputs, and the parts must be stored alike: all f32, or all quantized with the
+    /// same group and all with mins or all without. `None` otherwise, or if the inputs differ.
     pub fn concat(parts: &[&PackedLinear]) -> Option<Self> {
         let first = parts.first()?;
         let k = first.k;
@@ -212,10 +363,32 @@ impl PackedLinear {
             return None;
         }
         let n: usize = parts.iter().map(|p| p.n).sum();
-        let mut lines = Vec::with_capacity(n.div_ceil(NR) * k);
-        for p in parts {
-            lines.extend_from_slice(&p.lines);
-        }
+        let w = match &first.w {
+            Weights::F32(_) => {
+                let mut lines = Vec::with_capacity(n.div_ceil(NR) * k);
+                for p in parts {
+                    let Weights::F32(l) = &p.w else { return None };
+                    lines.extend_from_slice(l);
+                }
+                Weights::F32(lines)
+            }
+            Weights::Quant { format, .. } => {
+                let format = *format;
+                let mut all = Vec::with_capacity(n.div_ceil(NR) * format.panel_blocks(k));
+                for p in parts {
+                    match &p.w {
+                        Weights::Quant { blocks, format: f } if *f == format => {
+                            all.extend_from_slice(blocks)
+                        }
+                        _ => return None,
+                    }
+                }
+                Weights::Quant {
+                    blocks: all,
+                    format,
+                }
+            }
+        };
         let bias = if parts.iter().any(|p| p.bias.is_some()) {
             let mut b = Vec::with_capacity(n);
             for p in parts {
@@ -228,7 +401,7 @@ impl PackedLinear {
         } else {
             None
         };
-        Some(Self { k, n, lines, bias })
+        Some(Self { k, n, w, bias })
     }
 
     /// `out = x Wᵀ + b` for `m` rows of `x` (`m × k` row-major); `out` is `m × n` row-major and
@@ -303,7 +476,22 @@ impl PackedLinear {
         out: OutPtr,
     ) {
         let k = self.k;
-        let line = |q: usize| &self.lines[q * k + ks.start..q * k + ks.end];
+        let line = |q: usize| match &self.w {
+            Weights::F32(lines) => PanelRef::F32(&lines[q * k + ks.start..q * k + ks.end]),
+            Weights::Quant { blocks, format } => {
+                // Input blocks start and end on group boundaries (`KC` and `k` are multiples
+                // of the group).
+                debug_assert!(
+                    ks.start.is_multiple_of(format.group) && ks.end.is_multiple_of(format.group)
+                );
+                let (per, g) = (format.blocks_per_group(), format.group);
+                let p0 = q * format.panel_blocks(k);
+                PanelRef::Quant(
+                    &blocks[p0 + ks.start / g * per..p0 + ks.end / g * per],
+                    *format,
+                )
+            }
+        };
         let j0 = ps.start * NR;
         let cols = (ps.len() * NR).min(self.n - j0);
         let mr = isa.mr();
@@ -315,11 +503,7 @@ impl PackedLinear {
                 // The tile's packed inputs are `k`-major: inputs `ks` are one contiguous run.
                 a: &a[r0 * k + ks.start * rows..r0 * k + ks.end * rows],
                 b: line(ps.start),
-                b2: if ps.len() == 2 {
-                    line(ps.start + 1)
-                } else {
-                    &[]
-                },
+                b2: (ps.len() == 2).then(|| line(ps.start + 1)),
                 bias: self.bias.as_deref().map(|b| &b[j0..j0 + cols]),
                 accumulate: ks.start > 0,
                 // SAFETY: rows r0..r0+rows, columns j0..j0+cols lie inside `out` (m × n), and
@@ -375,9 +559,10 @@ struct Tile<'a> {
     k: usize,
     /// `k × rows`, `k`-major.
     a: &'a [f32],
-    b: &'a [Line],
-    /// The next panel's lines for the pair kernel; empty otherwise.
-    b2: &'a [Line],
+    /// The panel's lines (or blocks) for the tile's inputs.
+    b: PanelRef<'a>,
+    /// The next panel's, for the pair kernel.
+    b2: Option<PanelRef<'a>>,
     /// The bias of the `cols` output columns, if the layer has one.
     bias: Option<&'a [f32]>,
     /// Add onto the output (a later block of inputs) instead of writing `acc + bias`.
@@ -473,173 +658,41 @@ impl Isa {
     }
 
     fn run(self, rows: usize, t: &Tile<'_>) {
-        match self {
+        // Whether the panels are quantized, and with mins (the pair's second panel belongs to the
+        // same layer, so it is stored alike).
+        let quant = match t.b {
+            PanelRef::F32(_) => None,
+            PanelRef::Quant(_, f) => Some(f.mins),
+        };
+        let pair = t.b2.is_some();
+        match (self, quant) {
             // SAFETY: the CPU has the features (detected above); the tile's pointers are valid
-            // for `rows` rows (see `PackedLinear::panels`).
+            // for `rows` rows (see `PackedLinear::panels`), its panels of the kind the kernel
+            // reads.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512Pair if !t.b2.is_empty() => unsafe { x86::avx512_pair(rows, t) },
+            (Self::Avx512Pair, None) if pair => unsafe { x86::avx512_pair(rows, t) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512 | Self::Avx512Pair => unsafe { x86::avx512(rows, t) },
+            (Self::Avx512Pair, Some(mins)) if pair => unsafe {
+                x86::avx512_quant_pair(rows, t, mins)
+            },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::avx2(rows, t) },
-            Self::Portable => portable(rows, t),
+            (Self::Avx512 | Self::Avx512Pair, None) => unsafe { x86::avx512(rows, t) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            (Self::Avx512 | Self::Avx512Pair, Some(mins)) => unsafe {
+                x86::avx512_quant(rows, t, mins)
+            },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            (Self::Avx2, None) => unsafe { x86::avx2(rows, t) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            (Self::Avx2, Some(mins)) => unsafe { x86::avx2_quant(rows, t, mins) },
+            (Self::Portable, None) => kernels::portable(rows, t),
+            (Self::Portable, Some(mins)) => kernels::portable_quant(rows, t, mins),
         }
-    }
-}
-
-/// Instantiates `$kernel::<R>` for the row count (1..=`$max`).
-macro_rules! by_rows {
-    ($rows:expr, $kernel:ident, $t:expr, [$($r:literal),*]) => {
-        match $rows {
-            $($r => $kernel::<$r>($t),)*
-            _ => unreachable!("row count above the kernel's block"),
-        }
-    };
-}
-
-fn portable(rows: usize, t: &Tile<'_>) {
-    fn kernel<const R: usize>(t: &Tile<'_>) {
-        let mut acc = [[0f32; NR]; R];
-        for (i, line) in t.b.iter().enumerate().take(t.k) {
-            let a = &t.a[i * R..(i + 1) * R];
-            for (acc, &ar) in acc.iter_mut().zip(a) {
-                for (c, &b) in acc.iter_mut().zip(&line.0) {
-                    *c = ar.mul_add(b, *c);
-                }
-            }
-        }
-        for (r, vals) in acc.iter().enumerate() {
-            // SAFETY: see `Isa::run`.
-            unsafe { t.store_row(r, vals) };
-        }
-    }
-    by_rows!(rows, kernel, t, [1, 2, 3, 4])
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{NR, Tile};
-    use std::arch::x86_64::*;
-
-    /// How many panel lines ahead the kernels prefetch.
-    const PF: usize = 32;
-
-    /// # Safety
-    /// The CPU must have AVX-512F; the tile's pointers valid for `rows` (≤ 16) rows.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(rows: usize, t: &Tile<'_>) {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn kernel<const R: usize>(t: &Tile<'_>) {
-            let mut acc = [_mm512_setzero_ps(); R];
-            let a = t.a.as_ptr();
-            let b = t.b.as_ptr() as *const f32;
-            for i in 0..t.k {
-                // SAFETY: line `i` of the panel (aligned, 16 floats) and `R` packed inputs.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((i + PF) * NR) as *const i8);
-                    let bv = _mm512_load_ps(b.add(i * NR));
-                    let ai = a.add(i * R);
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm512_fmadd_ps(_mm512_set1_ps(*ai.add(r)), bv, *acc);
-                    }
-                }
-            }
-            let mut vals = [0f32; NR];
-            for (r, acc) in acc.iter().enumerate() {
-                // SAFETY: `vals` holds 16 floats; the row is writable per the caller.
-                unsafe {
-                    _mm512_storeu_ps(vals.as_mut_ptr(), *acc);
-                    t.store_row(r, &vals);
-                }
-            }
-        }
-        // SAFETY: per the caller.
-        unsafe {
-            by_rows!(
-                rows,
-                kernel,
-                t,
-                [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
-            )
-        }
-    }
-
-    /// # Safety
-    /// The CPU must have AVX-512F; the tile spans two panels (`b2` as long as `b`); its
-    /// pointers valid for `rows` (≤ 12) rows.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512_pair(rows: usize, t: &Tile<'_>) {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn kernel<const R: usize>(t: &Tile<'_>) {
-            let mut lo = [_mm512_setzero_ps(); R];
-            let mut hi = [_mm512_setzero_ps(); R];
-            let a = t.a.as_ptr();
-            let (b0, b1) = (t.b.as_ptr() as *const f32, t.b2.as_ptr() as *const f32);
-            for i in 0..t.k {
-                // SAFETY: line `i` of both panels (aligned, 16 floats each) and `R` inputs.
-                unsafe {
-                    let v0 = _mm512_load_ps(b0.add(i * NR));
-                    let v1 = _mm512_load_ps(b1.add(i * NR));
-                    let ai = a.add(i * R);
-                    for r in 0..R {
-                        let av = _mm512_set1_ps(*ai.add(r));
-                        lo[r] = _mm512_fmadd_ps(av, v0, lo[r]);
-                        hi[r] = _mm512_fmadd_ps(av, v1, hi[r]);
-                    }
-                }
-            }
-            let mut vals = [0f32; 2 * NR];
-            for r in 0..R {
-                // SAFETY: `vals` holds 32 floats; the row is writable per the caller.
-                unsafe {
-                    _mm512_storeu_ps(vals.as_mut_ptr(), lo[r]);
-                    _mm512_storeu_ps(vals.as_mut_ptr().add(NR), hi[r]);
-                    t.store_row(r, &vals);
-                }
-            }
-        }
-        // SAFETY: per the caller.
-        unsafe { by_rows!(rows, kernel, t, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) }
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA; the tile's pointers valid for `rows` (≤ 6) rows.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(rows: usize, t: &Tile<'_>) {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn kernel<const R: usize>(t: &Tile<'_>) {
-            let mut lo = [_mm256_setzero_ps(); R];
-            let mut hi = [_mm256_setzero_ps(); R];
-            let a = t.a.as_ptr();
-            let b = t.b.as_ptr() as *const f32;
-            for i in 0..t.k {
-                // SAFETY: line `i` of the panel (aligned, 16 floats) and `R` packed inputs.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((i + PF) * NR) as *const i8);
-                    let b0 = _mm256_load_ps(b.add(i * NR));
-                    let b1 = _mm256_load_ps(b.add(i * NR + 8));
-                    let ai = a.add(i * R);
-                    for r in 0..R {
-                        let av = _mm256_broadcast_ss(&*ai.add(r));
-                        lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
-                        hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-                    }
-                }
-            }
-            let mut vals = [0f32; NR];
-            for r in 0..R {
-                // SAFETY: `vals` holds 16 floats; the row is writable per the caller.
-                unsafe {
-                    _mm256_storeu_ps(vals.as_mut_ptr(), lo[r]);
-                    _mm256_storeu_ps(vals.as_mut_ptr().add(8), hi[r]);
-                    t.store_row(r, &vals);
-                }
-            }
-        }
-        // SAFETY: per the caller.
-        unsafe { by_rows!(rows, kernel, t, [1, 2, 3, 4, 5, 6]) }
     }
 }
 
@@ -704,7 +757,7 @@ mod tests {
         }
     }
 
-    fn isas() -> Vec<Isa> {
+    pub(crate) fn isas() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {

@@ -10,6 +10,7 @@
 //! [`SUPPORTED_GGML_TYPES`]. Anything else is a typed error naming the file, the tensor and the
 //! type.
 
+mod blocks;
 mod config;
 mod tensors;
 mod vocab;
