@@ -192,6 +192,11 @@ pub struct LoadOptions {
     pub lora: LoraPlan,
     /// The hub client settings (`Hub::from_env()` when `None`).
     pub hub: Option<Hub>,
+    /// Dequantize a GGUF file's quantized weights to f32 at load (the reference path). By
+    /// default, for f32 inference on the CPU, they stay packed as int8 codes with per-group
+    /// scales (about a third of the memory, streamed per token) and every product is bitwise
+    /// the one the dequantized weights give.
+    pub dequantize_gguf: bool,
 }
 
 impl LoadOptions {
@@ -275,7 +280,8 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let tokenizer = TextTokenizer::from_dir(dir)?;
     let ck = Arc::new(Checkpoint::open_dir(dir)?);
     let vb = Weights::new(ck, dtype, &device);
-    let factory = LinearFactory::new(opts.lora.clone())?;
+    let factory =
+        LinearFactory::new(opts.lora.clone())?.dequantize_gguf_at_load(opts.dequantize_gguf);
     let model = models::build(&config_path, &config_text, &vb, &factory)?;
     let gen_cfg = read_json(&dir.join("generation_config.json"))?;
     let eos = gen_cfg
@@ -312,7 +318,8 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let dtype = opts.dtype.resolve(&device);
     let tensors = Arc::new(GgufTensors::new(file)?);
     let vb = Weights::new(tensors, dtype, &device);
-    let factory = LinearFactory::new(opts.lora.clone())?;
+    let factory =
+        LinearFactory::new(opts.lora.clone())?.dequantize_gguf_at_load(opts.dequantize_gguf);
     let config_text = config.to_string();
     let model = models::build(path, &config_text, &vb, &factory)?;
     let eos = config

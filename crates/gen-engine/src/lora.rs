@@ -466,6 +466,15 @@ impl LoraPlan {
             init,
         }
     }
+
+    /// Whether the plan gives the module `name` a LoRA path (an adapter's or a trainable one).
+    pub fn targets(&self, name: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Adapter { adapter, .. } => adapter.config.targets(name),
+            Self::Train { config, .. } => config.targets(name),
+        }
+    }
 }
 
 /// The trainable LoRA weights of a model, keyed by their PEFT tensor names
@@ -577,6 +586,17 @@ impl LoraLinear {
         Self {
             w: Store::Rows(weight),
             bias,
+            lora: None,
+            name: name.into(),
+        }
+    }
+
+    /// A plain layer over an already packed weight (bias inside it), e.g. a quantized tied head
+    /// shared with the embedding lookup.
+    pub(crate) fn packed_plain(p: Arc<PackedLinear>, name: impl Into<String>) -> Self {
+        Self {
+            w: Store::Packed(p),
+            bias: None,
             lora: None,
             name: name.into(),
         }
@@ -929,6 +949,8 @@ pub struct LinearFactory {
     raw: RawReader,
     /// Dequantize 4-bit layers once at load instead of at each product.
     dequantize_4bit: bool,
+    /// Dequantize quantized GGUF weights to f32 at load instead of keeping their codes packed.
+    dequantize_gguf: bool,
 }
 
 impl LinearFactory {
@@ -955,7 +977,61 @@ impl LinearFactory {
             wrapped: Mutex::new(Vec::new()),
             raw: RawReader::default(),
             dequantize_4bit: false,
+            dequantize_gguf: false,
         })
+    }
+
+    /// Dequantizes the quantized weights of a GGUF file to f32 at load (the reference path)
+    /// instead of keeping them as packed codes and scales (the default for f32 inference on the
+    /// CPU, whose products are bitwise the same: see [`LinearFactory::gguf_quantized`]).
+    pub fn dequantize_gguf_at_load(mut self, yes: bool) -> Self {
+        self.dequantize_gguf = yes;
+        self
+    }
+
+    /// For f32 inference on the CPU from a GGUF file, a quantized weight (Q4_0 … Q8_0, Q2_K …
+    /// Q6_K) at `vb` kept as int8 codes with per-group scales and mins in the panels of
+    /// [`packed_matmul`] (about 1.1–1.5 bytes per weight instead of 4), dequantized in the
+    /// kernel's registers with the same operations as at load, so every product is bitwise the
+    /// one the dequantized f32 weight gives. `None` (load it as f32) when training, for other
+    /// dtypes and devices, safetensors checkpoints, unquantized tensors, and layers an adapter
+    /// is merged into (a merge changes the weight).
+    pub(crate) fn gguf_quantized(
+        &self,
+        vb: &Weights,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Option<PackedLinear>> {
+        let crate::weights::TensorSource::Gguf(g) = vb.source() else {
+            return Ok(None);
+        };
+        let merged_here = match &self.plan {
+            LoraPlan::None => false,
+            LoraPlan::Adapter { adapter, merge } => *merge && adapter.config.targets(name),
+            LoraPlan::Train { .. } => return Ok(None),
+        };
+        if self.dequantize_gguf || merged_here || vb.dtype() != DType::F32 || !vb.device().is_cpu()
+        {
+            return Ok(None);
+        }
+        let full = vb.full_name("weight");
+        let Some(groups) = g.quantized(&full, &[out_dim, in_dim])? else {
+            return Ok(None);
+        };
+        let rows = packed_matmul::QuantRows {
+            q: &groups.q,
+            scales: &groups.scales,
+            mins: groups.mins.as_deref(),
+            group: groups.group,
+        };
+        let packed =
+            PackedLinear::from_quantized(rows, out_dim, in_dim, bias).map_err(|e| Error::Gguf {
+                path: g.path().to_path_buf(),
+                msg: format!("tensor `{full}`: {e}"),
+            })?;
+        Ok(Some(packed))
     }
 
     /// Dequantizes bitsandbytes 4-bit layers once, when they are built (full-precision
@@ -1021,6 +1097,21 @@ impl LinearFactory {
                 LoraPlan::Train { .. } => layer.into_transposed(),
                 _ => layer.into_packed(),
             };
+        }
+        let bias_values = match (&bias, vb.source()) {
+            (Some(b), crate::weights::TensorSource::Gguf(_)) => {
+                Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+            }
+            _ => None,
+        };
+        if let Some(p) = self.gguf_quantized(vb, vb.prefix(), in_dim, out_dim, bias_values)? {
+            let layer = LoraLinear {
+                w: Store::Packed(Arc::new(p)),
+                bias,
+                lora: None,
+                name: vb.prefix().to_string(),
+            };
+            return self.attach(layer);
         }
         let weight = vb.get(&[out_dim, in_dim], "weight")?;
         let layer = self.wrap(weight, bias, vb.prefix())?;

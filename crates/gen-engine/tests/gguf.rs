@@ -121,6 +121,25 @@ fn check_case(name: &str) {
     let diff = max_diff_real(&logits, &refs["logits"], &r.attention_mask);
     eprintln!("{name}: max |logits - transformers| = {diff:.3e}");
     assert!(diff < 1e-4, "{name}: logits differ by {diff}");
+    // The weights kept quantized (the default) give bitwise the logits of the weights
+    // dequantized at load.
+    let opts = LoadOptions {
+        dequantize_gguf: true,
+        ..Default::default()
+    };
+    let f32_model = gen_engine::load_dir(&fixture(name).join("model.gguf"), &opts).unwrap();
+    let f32_logits = f32_model
+        .model
+        .forward(ForwardCtx::new(&ids).with_mask(&mask))
+        .unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    assert!(
+        bits(&logits) == bits(&f32_logits),
+        "{name}: quantized and dequantized weights give different logits"
+    );
 
     // Greedy continuations of the same batch, from the prompt texts.
     let prompts: Vec<&str> = r.prompts.iter().map(String::as_str).collect();

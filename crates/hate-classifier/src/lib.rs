@@ -193,7 +193,7 @@ impl ClassifierParams {
 type Rows = Vec<Vec<f32>>;
 
 enum Engine {
-    Cpu(cpu::CpuModel),
+    Cpu(Box<cpu::CpuModel>),
     Candle(RobertaForSequenceClassification),
 }
 
@@ -293,7 +293,7 @@ impl HateClassifier {
         };
         let engine = match (p.backend, &p.device) {
             (Backend::Auto, Device::Cpu) => {
-                Engine::Cpu(cpu::CpuModel::new(&config, labels.len(), &w)?)
+                Engine::Cpu(Box::new(cpu::CpuModel::new(&config, labels.len(), &w)?))
             }
             _ => Engine::Candle(RobertaForSequenceClassification::new(
                 &config,

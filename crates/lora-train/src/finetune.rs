@@ -396,7 +396,7 @@ pub fn load_for_training(
             config: Box::new(config),
             init,
         },
-        hub: None,
+        ..LoadOptions::default()
     };
     let loaded = gen_engine::load_dir(&dir, &opts)?;
     for t in &lora.targets {

@@ -10,7 +10,7 @@
 //! [`SUPPORTED_GGML_TYPES`]. Anything else is a typed error naming the file, the tensor and the
 //! type.
 
-mod blocks;
+pub(crate) mod blocks;
 mod config;
 mod tensors;
 mod vocab;
@@ -263,6 +263,39 @@ impl GgufFile {
         // the file in memory twice.
         self.release(start as usize, end as usize);
         Ok(q.dequantize(&Device::Cpu)?)
+    }
+
+    /// Reads a quantized tensor by its GGUF name as integer codes with per-group scales and
+    /// mins ([`blocks::Groups`]), whose `q · scale − min` is bitwise the f32 weight
+    /// [`GgufFile::dequantize`] gives; `None` for types without that form (f32, f16, …).
+    pub(crate) fn quantized(&self, name: &str) -> Result<Option<blocks::Groups>> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let dims = info.shape.dims();
+        let (n, k) = match dims {
+            [n, k] => (*n, *k),
+            _ => return Ok(None),
+        };
+        let (start, end) = byte_range(&self.content, info).ok_or_else(|| Error::Gguf {
+            path: self.path.clone(),
+            msg: format!("tensor `{name}` does not fill whole blocks"),
+        })?;
+        let bytes = &self.mmap[start as usize..end as usize];
+        let Some(groups) = blocks::decode(info.ggml_dtype, bytes, n, k) else {
+            return Ok(None);
+        };
+        let groups = groups.map_err(|e| Error::Gguf {
+            path: self.path.clone(),
+            msg: format!("tensor `{name}`: {e}"),
+        })?;
+        self.release(start as usize, end as usize);
+        Ok(Some(groups))
     }
 
     fn release(&self, start: usize, end: usize) {

@@ -191,6 +191,73 @@ impl GgufTensors {
     }
 }
 
+impl GgufTensors {
+    /// Reads a 2-D quantized tensor by Hugging Face name as codes, scales and mins
+    /// ([`super::blocks::Groups`]), the converter's row permutation undone, its shape checked:
+    /// the same weight [`GgufTensors::get`] gives, bitwise, kept quantized. `None` for types
+    /// without that form and for tensors whose convention is not a row permutation.
+    pub(crate) fn quantized(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<super::blocks::Groups>> {
+        let (g, undo) = self.map.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.file.path().to_path_buf(),
+            name: name.to_string(),
+        })?;
+        let found = self.file.tensor_shape(g).unwrap_or_default().to_vec();
+        if shape != found.as_slice() {
+            return Err(Error::TensorShape {
+                path: self.file.path().to_path_buf(),
+                name: format!("{name} (GGUF `{g}`)"),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        let heads = match *undo {
+            Undo::None => None,
+            Undo::LlamaPermute { heads } => Some(heads),
+            Undo::MinusOne => return Ok(None),
+        };
+        let Some(mut groups) = self.file.quantized(g)? else {
+            return Ok(None);
+        };
+        if let Some(heads) = heads {
+            let rows = found.first().copied().unwrap_or(0);
+            if heads == 0 || !rows.is_multiple_of(2 * heads) {
+                return Ok(None); // `get` names the problem
+            }
+            let k = found.get(1).copied().unwrap_or(0);
+            groups.q = permute_rows(&groups.q, rows, heads);
+            groups.scales = permute_rows(&groups.scales, rows, heads);
+            if let Some(m) = &groups.mins {
+                groups.mins = Some(permute_rows(m, rows, heads));
+            }
+            debug_assert_eq!(groups.q.len(), rows * k);
+        }
+        Ok(Some(groups))
+    }
+}
+
+/// [`unpermute`] on the rows of a row-major buffer (`rows × len / rows`): row
+/// `h · 2 · half + j · 2 + s` of the file goes to row `h · 2 · half + s · half + j`.
+fn permute_rows<T: Copy>(v: &[T], rows: usize, heads: usize) -> Vec<T> {
+    let width = v.len() / rows.max(1);
+    let half = rows / heads / 2;
+    let mut out = v.to_vec();
+    for h in 0..heads {
+        for j in 0..half {
+            for s in 0..2 {
+                let from = h * 2 * half + j * 2 + s;
+                let to = h * 2 * half + s * half + j;
+                out[to * width..(to + 1) * width]
+                    .copy_from_slice(&v[from * width..(from + 1) * width]);
+            }
+        }
+    }
+    out
+}
+
 /// transformers' `_reverse_permute_weights`: rows `[heads, dim, 2, …]` → `[heads, 2, dim, …]`.
 fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = t.dims().to_vec();

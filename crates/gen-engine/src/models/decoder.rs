@@ -557,9 +557,29 @@ impl Decoder {
         spec.check(path)?;
         let fuse = !matches!(f.plan(), LoraPlan::Train { .. });
         let m = vb.pp("model");
-        let embed = m
-            .pp("embed_tokens")
-            .get(&[spec.vocab_size, spec.hidden_size], "weight")?;
+        // The head first: its load-time copies (the largest of the model) are then made while
+        // little else is resident, which keeps the peak memory of loading low.
+        let tied = spec.tie_word_embeddings && !vb.contains("lm_head.weight");
+        // A quantized GGUF head tied to the embedding, for inference: kept quantized in the
+        // panels, the embedding looked up in it (rows dequantized exactly as at load).
+        let quantized_head = if tied && fuse && !f.plan().targets("lm_head") {
+            f.gguf_quantized(
+                &m.pp("embed_tokens"),
+                "lm_head",
+                spec.hidden_size,
+                spec.vocab_size,
+                None,
+            )?
+        } else {
+            None
+        };
+        let embed = match quantized_head {
+            Some(_) => None,
+            None => Some(
+                m.pp("embed_tokens")
+                    .get(&[spec.vocab_size, spec.hidden_size], "weight")?,
+            ),
+        };
         let embed_scale = if spec.embed_scale {
             // transformers: tensor(hidden ** 0.5) cast to the weight dtype, then multiplied.
             let s = (spec.hidden_size as f64).sqrt() as f32;
@@ -567,10 +587,13 @@ impl Decoder {
         } else {
             None
         };
-        // The head first: its load-time copies (the largest of the model) are then made while
-        // little else is resident, which keeps the peak memory of loading low.
-        let tied = spec.tie_word_embeddings && !vb.contains("lm_head.weight");
-        let (embed, lm_head) = if tied {
+        let (embed, lm_head) = if let Some(p) = quantized_head {
+            let p = Arc::new(p);
+            (
+                Embedding::TiedHead(Arc::clone(&p)),
+                LoraLinear::packed_plain(p, "lm_head"),
+            )
+        } else if tied && let Some(embed) = embed {
             let head = f.wrap(embed.clone(), None, "lm_head")?;
             let cpu_f32 = embed.dtype() == DType::F32 && embed.device().is_cpu();
             if fuse
@@ -592,6 +615,7 @@ impl Decoder {
                 (Embedding::Table(embed), head)
             }
         } else {
+            let embed = embed.ok_or_else(|| internal("embedding"))?;
             let head = f.linear(&vb.pp("lm_head"), spec.hidden_size, spec.vocab_size, false)?;
             (Embedding::Table(embed), head)
         };
