@@ -45,8 +45,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "tests/fixtures/real/gemma3-270m/reference.json".into()),
     );
     let reps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+    // A fourth argument `f32`: the weights dequantized at load (the reference path) instead of
+    // kept quantized.
+    let dequantize_gguf = args.next().as_deref() == Some("f32");
+    let opts = LoadOptions {
+        dequantize_gguf,
+        ..LoadOptions::default()
+    };
     let t0 = Instant::now();
-    let m = gen_engine::load_dir(&model, &LoadOptions::default())?;
+    let m = gen_engine::load_dir(&model, &opts)?;
     let load_s = t0.elapsed().as_secs_f64();
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&refs)?)?;
     let texts: Vec<&str> = reference["prompts"]
@@ -84,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "model": model.display().to_string(),
             "prompts": enc.len(),
             "prompt_tokens": prompt_tokens,
+            "weights": if dequantize_gguf { "f32 (dequantized at load)" } else { "quantized codes" },
             "load_s": load_s,
             "batch16_s": b16_s,
             "batch16_tok_per_s": new_tokens / b16_s,

@@ -143,7 +143,7 @@ pub(crate) mod x86 {
                 }
             }
             // SAFETY: per the caller.
-            unsafe { store512(t, &acc) };
+            unsafe { store512(t, acc) };
         }
         // SAFETY: per the caller.
         unsafe {
@@ -161,7 +161,7 @@ pub(crate) mod x86 {
     /// # Safety
     /// The CPU must have AVX-512F; the tile's rows writable.
     #[target_feature(enable = "avx512f")]
-    unsafe fn store512<const R: usize>(t: &Tile<'_>, acc: &[__m512; R]) {
+    unsafe fn store512<const R: usize>(t: &Tile<'_>, acc: [__m512; R]) {
         let mut vals = [0f32; NR];
         for (r, acc) in acc.iter().enumerate() {
             // SAFETY: `vals` holds 16 floats; the row is writable per the caller.
@@ -177,7 +177,7 @@ pub(crate) mod x86 {
     /// # Safety
     /// The CPU must have AVX-512F; the tile's rows writable.
     #[target_feature(enable = "avx512f")]
-    unsafe fn store512_pair<const R: usize>(t: &Tile<'_>, lo: &[__m512; R], hi: &[__m512; R]) {
+    unsafe fn store512_pair<const R: usize>(t: &Tile<'_>, lo: [__m512; R], hi: [__m512; R]) {
         let mut vals = [0f32; 2 * NR];
         for r in 0..R {
             // SAFETY: `vals` holds 32 floats; the row is writable per the caller.
@@ -215,7 +215,7 @@ pub(crate) mod x86 {
                 }
             }
             // SAFETY: per the caller.
-            unsafe { store512_pair(t, &lo, &hi) };
+            unsafe { store512_pair(t, lo, hi) };
         }
         // SAFETY: per the caller.
         unsafe { by_rows!(rows, kernel, t, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) }
@@ -264,30 +264,34 @@ pub(crate) mod x86 {
             let mut acc = [_mm512_setzero_ps(); R];
             let (blocks, group) = quant_blocks(t);
             let header = 64 * (1 + usize::from(MINS));
-            let mut p = blocks.as_ptr() as *const u8;
-            let mut a = t.a.as_ptr();
-            for _ in 0..t.k / group {
-                // SAFETY: the group's header and `group` code lines follow `p` inside the
-                // panel's blocks; `R` packed inputs per code line follow `a`.
+            // Bytes per group: its header, then `group` code lines of 16 bytes.
+            let stride = header + NR * group;
+            let base = blocks.as_ptr() as *const u8;
+            let a = t.a.as_ptr();
+            for g in 0..t.k / group {
+                // SAFETY: group `g`'s header and `group` code lines lie inside the panel's
+                // blocks; `R` packed inputs per code line follow `a`.
                 unsafe {
+                    let p = base.add(g * stride);
                     let (s, mn) = header512::<MINS>(p);
                     let codes = p.add(header);
-                    for c in 0..group / 4 {
-                        let block = codes.add(64 * c);
-                        _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PF_BYTES) as *const i8);
-                        for u in 0..4 {
-                            let w = weights512::<MINS>(block.add(NR * u), s, mn);
-                            for (r, acc) in acc.iter_mut().enumerate() {
-                                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r)), w, *acc);
-                            }
-                            a = a.add(R);
+                    let ag = a.add(g * group * R);
+                    for i in 0..group {
+                        let line = codes.add(NR * i);
+                        if i % 4 == 0 {
+                            _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(PF_BYTES) as *const i8);
+                        }
+                        let w = weights512::<MINS>(line, s, mn);
+                        let ai = ag.add(i * R);
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm512_fmadd_ps(_mm512_set1_ps(*ai.add(r)), w, *acc);
                         }
                     }
-                    p = codes.add(NR * group);
                 }
             }
-            // SAFETY: per the caller.
-            unsafe { store512(t, &acc) };
+            // SAFETY: per the caller. The accumulators go by value: taking their address
+            // would keep them in memory through the loop.
+            unsafe { store512(t, acc) };
         }
         // SAFETY: per the caller.
         unsafe {
@@ -320,31 +324,34 @@ pub(crate) mod x86 {
             let mut hi = [_mm512_setzero_ps(); R];
             let (blocks, group) = quant_blocks(t);
             let header = 64 * (1 + usize::from(MINS));
-            let mut p0 = blocks.as_ptr() as *const u8;
-            let mut p1 = second(t).1.as_ptr() as *const u8;
-            let mut a = t.a.as_ptr();
-            for _ in 0..t.k / group {
+            let stride = header + NR * group;
+            let base0 = blocks.as_ptr() as *const u8;
+            let base1 = second(t).1.as_ptr() as *const u8;
+            let a = t.a.as_ptr();
+            // Addresses from the indices, not pointers moved along (which made the compiler
+            // keep the accumulators in memory).
+            for g in 0..t.k / group {
                 // SAFETY: as in `avx512_quant`, for both panels.
                 unsafe {
+                    let (p0, p1) = (base0.add(g * stride), base1.add(g * stride));
                     let (s0, m0) = header512::<MINS>(p0);
                     let (s1, m1) = header512::<MINS>(p1);
                     let (c0, c1) = (p0.add(header), p1.add(header));
+                    let ag = a.add(g * group * R);
                     for i in 0..group {
                         let v0 = weights512::<MINS>(c0.add(NR * i), s0, m0);
                         let v1 = weights512::<MINS>(c1.add(NR * i), s1, m1);
+                        let ai = ag.add(i * R);
                         for r in 0..R {
-                            let av = _mm512_set1_ps(*a.add(r));
+                            let av = _mm512_set1_ps(*ai.add(r));
                             lo[r] = _mm512_fmadd_ps(av, v0, lo[r]);
                             hi[r] = _mm512_fmadd_ps(av, v1, hi[r]);
                         }
-                        a = a.add(R);
                     }
-                    p0 = c0.add(NR * group);
-                    p1 = c1.add(NR * group);
                 }
             }
             // SAFETY: per the caller.
-            unsafe { store512_pair(t, &lo, &hi) };
+            unsafe { store512_pair(t, lo, hi) };
         }
         // SAFETY: per the caller.
         unsafe {
@@ -371,7 +378,7 @@ pub(crate) mod x86 {
     /// # Safety
     /// The CPU must have AVX; the tile's rows writable.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn store256<const R: usize>(t: &Tile<'_>, lo: &[__m256; R], hi: &[__m256; R]) {
+    unsafe fn store256<const R: usize>(t: &Tile<'_>, lo: [__m256; R], hi: [__m256; R]) {
         let mut vals = [0f32; NR];
         for r in 0..R {
             // SAFETY: `vals` holds 16 floats; the row is writable per the caller.
@@ -408,7 +415,7 @@ pub(crate) mod x86 {
                 }
             }
             // SAFETY: per the caller.
-            unsafe { store256(t, &lo, &hi) };
+            unsafe { store256(t, lo, hi) };
         }
         // SAFETY: per the caller.
         unsafe { by_rows!(rows, kernel, t, [1, 2, 3, 4, 5, 6]) }
@@ -425,11 +432,14 @@ pub(crate) mod x86 {
             let mut hi = [_mm256_setzero_ps(); R];
             let (blocks, group) = quant_blocks(t);
             let header = 64 * (1 + usize::from(MINS));
-            let mut p = blocks.as_ptr() as *const u8;
-            let mut a = t.a.as_ptr();
-            for _ in 0..t.k / group {
+            let stride = header + NR * group;
+            let base = blocks.as_ptr() as *const u8;
+            let a = t.a.as_ptr();
+            for g in 0..t.k / group {
                 // SAFETY: as in `avx512_quant`.
                 unsafe {
+                    let p = base.add(g * stride);
+                    let ag = a.add(g * group * R);
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_BYTES) as *const i8);
                     let s0 = _mm256_load_ps(p as *const f32);
                     let s1 = _mm256_load_ps(p.add(32) as *const f32);
@@ -457,19 +467,18 @@ pub(crate) mod x86 {
                                 w0 = _mm256_sub_ps(w0, m0);
                                 w1 = _mm256_sub_ps(w1, m1);
                             }
+                            let ai = ag.add((4 * c + u) * R);
                             for r in 0..R {
-                                let av = _mm256_broadcast_ss(&*a.add(r));
+                                let av = _mm256_broadcast_ss(&*ai.add(r));
                                 lo[r] = _mm256_fmadd_ps(av, w0, lo[r]);
                                 hi[r] = _mm256_fmadd_ps(av, w1, hi[r]);
                             }
-                            a = a.add(R);
                         }
                     }
-                    p = codes.add(NR * group);
                 }
             }
             // SAFETY: per the caller.
-            unsafe { store256(t, &lo, &hi) };
+            unsafe { store256(t, lo, hi) };
         }
         // SAFETY: per the caller.
         unsafe {
