@@ -854,28 +854,36 @@ fn first_argmax(x: &Tensor, index: &Tensor, no_index: &Tensor, neg_inf: &Tensor)
 /// rows flagged in `suppress` never pick an id of `banned` (`min_new_tokens`).
 fn argmax_rows(logits: &Tensor, banned: &[u32], suppress: &[bool]) -> Result<Vec<u32>> {
     let (b, _, v) = logits.dims3()?;
-    let rows = logits
-        .reshape((b, v))?
-        .to_dtype(DType::F32)?
-        .to_vec2::<f32>()?;
-    Ok(rows
-        .iter()
-        .zip(suppress)
-        .map(|(r, &sup)| {
-            let mut best: Option<usize> = None;
-            for (i, &x) in r.iter().enumerate() {
-                if sup && banned.contains(&(i as u32)) {
-                    continue;
-                }
-                best = match best {
-                    None => Some(i),
-                    Some(j) if x > r[j] || (r[j].is_nan() && !x.is_nan()) => Some(i),
-                    keep => keep,
-                };
-            }
-            best.unwrap_or(0) as u32
-        })
-        .collect())
+    let logits = logits.reshape((b, v))?.to_dtype(DType::F32)?.contiguous()?;
+    let choose = |rows: &[f32]| -> Vec<u32> {
+        rows.chunks(v.max(1))
+            .zip(suppress)
+            .map(|(r, &sup)| argmax_row(r, if sup { banned } else { &[] }))
+            .collect()
+    };
+    // Read in place on the CPU (a batch's logits are tens of MB per step with a large
+    // vocabulary); copied out elsewhere.
+    let (storage, layout) = logits.storage_and_layout();
+    if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((a, e))) =
+        (&*storage, layout.contiguous_offsets())
+    {
+        return Ok(choose(&data[a..e]));
+    }
+    drop(storage);
+    Ok(choose(&logits.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// The first maximal index of a row, never one of `banned` (a NaN never beats a number).
+fn argmax_row(r: &[f32], banned: &[u32]) -> u32 {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &x) in r.iter().enumerate() {
+        match best {
+            Some((_, b)) if !(x > b || (b.is_nan() && !x.is_nan())) => {}
+            _ if banned.contains(&(i as u32)) => {}
+            _ => best = Some((i, x)),
+        }
+    }
+    best.map_or(0, |(i, _)| i as u32)
 }
 
 #[cfg(test)]

@@ -16,9 +16,13 @@
 //!   which decodes about twice as fast as a general GEMM that repacks the weight at every step
 //!   ([`LoraLinear::into_packed`]); training keeps a differentiable layout.
 //! - [`weights::Checkpoint`] reads one or sharded safetensors files, memory-mapped;
-//!   [`gguf::GgufTensors`] reads a GGUF file (llama.cpp's format, through candle's reader),
-//!   dequantizing every tensor to f32 at load with the converter's conventions undone, its config
-//!   rebuilt from the metadata and its tokenizer from the vocabulary, as transformers does; both
+//!   [`gguf::GgufTensors`] reads a GGUF file (llama.cpp's format, through candle's reader) with
+//!   the converter's conventions undone, its config rebuilt from the metadata and its tokenizer
+//!   from the vocabulary, as transformers does. For f32 inference on the CPU its quantized linear
+//!   weights stay int8 codes with per-group scales in the kernel's panels, dequantized in
+//!   registers with the operations transformers' dequantization uses, so every product is
+//!   bitwise the dequantized weight's ([`LoadOptions::dequantize_gguf`] dequantizes at load
+//!   instead, the reference path); both
 //!   sit behind one [`weights::Weights`] path. [`load`] / [`load_dir`] resolve a local directory
 //!   or GGUF file, a hub id, or a GGUF file of a hub repo (`owner/name:file.gguf`, through the
 //!   shared Hugging Face cache of [`hub_source`]) and pick the family from `architectures[0]`.

@@ -1,7 +1,9 @@
 //! GGUF checkpoints (llama.cpp's single-file format): the file read through candle's
 //! [`gguf_file`](candle_core::quantized::gguf_file), its metadata turned into the family's
 //! `config.json` ([`hf_config`]), its tensors renamed to the Hugging Face names and dequantized to
-//! f32 at load with llama.cpp's converter conventions undone ([`GgufTensors`]), and its vocabulary
+//! f32 at load with llama.cpp's converter conventions undone ([`GgufTensors`]) — or, for the
+//! quantized linear weights of f32 CPU inference, decoded into int8 codes with per-group scales
+//! and mins (`blocks`) whose `q · scale − min` is bitwise that f32 weight — and its vocabulary
 //! rebuilt into a tokenizer ([`tokenizer_from_gguf`]) — all as transformers' GGUF loader
 //! (`modeling_gguf_pytorch_utils.py`, `integrations/ggml.py`, `integrations/gguf/`) does it, which
 //! is the reference the parity tests hold this module to.
