@@ -481,6 +481,154 @@ pub(crate) fn gated(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Optio
 }
 
 // ---------------------------------------------------------------------------------------------
+// Inference attention over a KV cache
+
+/// `a · b` with 16 partial sums (a strict left-to-right f32 sum does not vectorise).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Inference attention in f32 on the CPU, one pass per (row, query head): `q` `[b, nh, t, hd]`
+/// (rotated; contiguous), the cached keys and values `k`, `v` `[b, nkv, T, hd]` (rotated keys;
+/// each head's `T × hd` contiguous, as the cache's narrowed buffers are), the additive `mask`
+/// `[b, 1, 1, t, T]` when given; softmax(q·kᵀ · scale (soft-capped when given) + mask) · v,
+/// returned as `[b, t, nh · hd]`, the layout the output projection reads. Grouped-query heads
+/// read their KV head in place. Replaces the composed graph's transposes, two matmuls, mask,
+/// softmax and reshapes (a dozen small ops per layer and token when decoding). `None` for
+/// other dtypes, devices or layouts.
+pub(crate) fn cached_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    softcap: Option<f64>,
+) -> Result<Option<Tensor>> {
+    if !fits(q) || !fits(k) || !fits(v) || mask.is_some_and(|m| !fits(m)) {
+        return Ok(None);
+    }
+    let (b, nh, t, hd) = q.dims4()?;
+    let (kb, nkv, tk, khd) = k.dims4()?;
+    if kb != b || khd != hd || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 {
+        return Ok(None);
+    }
+    let mask = match mask {
+        Some(m) if m.dims() == [b, 1, 1, t, tk] => Some(m.contiguous()?),
+        Some(_) => return Ok(None),
+        None => None,
+    };
+    let q = q.contiguous()?;
+    let ((qs, ql), (ks, kl), (vs, vl)) = (
+        q.storage_and_layout(),
+        k.storage_and_layout(),
+        v.storage_and_layout(),
+    );
+    // Keys and values: each (row, head) block `T × hd` with unit strides inside it.
+    let head_strides = |l: &Layout| -> Option<(usize, usize, usize)> {
+        let st = l.stride();
+        (st[3] == 1 && st[2] == hd).then_some((l.start_offset(), st[0], st[1]))
+    };
+    let (Some(kst), Some(vst)) = (head_strides(kl), head_strides(vl)) else {
+        return Ok(None);
+    };
+    let (Some((qa, _)), candle_core::Storage::Cpu(CpuStorage::F32(qd))) =
+        (ql.contiguous_offsets(), &*qs)
+    else {
+        return Ok(None);
+    };
+    let (
+        candle_core::Storage::Cpu(CpuStorage::F32(kd)),
+        candle_core::Storage::Cpu(CpuStorage::F32(vd)),
+    ) = (&*ks, &*vs)
+    else {
+        return Ok(None);
+    };
+    let mask_data = match &mask {
+        Some(m) => Some(m.flatten_all()?.to_vec1::<f32>()?),
+        None => None,
+    };
+    let rep = nh / nkv;
+    let scale = scale as f32;
+    let softcap = softcap.map(|c| c as f32);
+    // One task per (row, query head): its `t` output rows of `hd` values.
+    let task = |bh: usize| -> Vec<f32> {
+        let (bi, h) = (bh / nh, bh % nh);
+        let kh = h / rep;
+        let kbase = kst.0 + bi * kst.1 + kh * kst.2;
+        let vbase = vst.0 + bi * vst.1 + kh * vst.2;
+        let keys = &kd[kbase..kbase + tk * hd];
+        let vals = &vd[vbase..vbase + tk * hd];
+        let mut scores = vec![0f32; tk];
+        let mut rows = vec![0f32; t * hd];
+        for (qi, acc) in rows.chunks_mut(hd).enumerate() {
+            let qrow = &qd[qa + ((bi * nh + h) * t + qi) * hd..][..hd];
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let krow = &keys[j * hd..(j + 1) * hd];
+                let dot = dot(qrow, krow);
+                let mut x = dot * scale;
+                if let Some(c) = softcap {
+                    x = c * (x / c).tanh();
+                }
+                if let Some(m) = &mask_data {
+                    x += m[(bi * t + qi) * tk + j];
+                }
+                *sc = x;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = if max == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (*sc - max).exp()
+                };
+                sum += *sc;
+            }
+            for (j, &p) in scores.iter().enumerate() {
+                if p != 0.0 {
+                    let p = p / sum;
+                    for (a, &x) in acc.iter_mut().zip(&vals[j * hd..(j + 1) * hd]) {
+                        *a += p * x;
+                    }
+                }
+            }
+        }
+        rows
+    };
+    let work = b * nh * t * tk * hd;
+    let parts: Vec<Vec<f32>> = if work < (1 << 20) {
+        (0..b * nh).map(task).collect()
+    } else {
+        (0..b * nh).into_par_iter().map(task).collect()
+    };
+    // `[b, t, nh, hd]`: part (bi, h) row qi goes to cell (bi, qi, h).
+    let mut out = vec![0f32; b * t * nh * hd];
+    for (bh, part) in parts.iter().enumerate() {
+        let (bi, h) = (bh / nh, bh % nh);
+        for (qi, row) in part.chunks(hd).enumerate() {
+            let at = ((bi * t + qi) * nh + h) * hd;
+            out[at..at + hd].copy_from_slice(row);
+        }
+    }
+    drop((qs, ks, vs));
+    Ok(Some(Tensor::from_vec(out, (b, t, nh * hd), q.device())?))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Attention
 
 /// The rotary tables `cos`, `sin` `[b, t, half]` (the first `2 · half` channels of a head
@@ -1307,6 +1455,66 @@ mod tests {
         // Not applicable: another dtype.
         let xb = x.as_tensor().to_dtype(DType::BF16).unwrap();
         assert!(rms_norm(&xb, &w, 1e-6).unwrap().is_none());
+    }
+
+    #[test]
+    fn cached_attention_matches_the_graph() {
+        // 2 rows, 4 query heads over 2 KV heads, 3 queries over 5 cached positions held in a
+        // buffer of 9 (as the KV cache narrows its buffers), head size 20 (not a multiple of
+        // 16), a mask with padding and causal cuts, with and without soft-capping.
+        let (b, nh, nkv, t, tk, hd) = (2, 4, 2, 3, 5, 20);
+        let q = randn(&[b, nh, t, hd], 11);
+        let kbuf = randn(&[b, nkv, 9, hd], 12);
+        let vbuf = randn(&[b, nkv, 9, hd], 13);
+        let (k, v) = (
+            kbuf.narrow(2, 0, tk).unwrap(),
+            vbuf.narrow(2, 0, tk).unwrap(),
+        );
+        let mut m = vec![0f32; b * t * tk];
+        for (i, x) in m.iter_mut().enumerate() {
+            let (row, qi, j) = (i / (t * tk), (i / tk) % t, i % tk);
+            if j > 2 + qi || (row == 1 && j == 0) {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        let mask = Tensor::from_vec(m, (b, 1, 1, t, tk), &candle_core::Device::Cpu).unwrap();
+        for softcap in [None, Some(5.0)] {
+            let got = cached_attention(&q, &k, &v, Some(&mask), 0.3, softcap)
+                .unwrap()
+                .unwrap();
+            // The decoder's composed graph.
+            let rep = nh / nkv;
+            let qs = (&q * 0.3).unwrap().reshape((b, nkv, rep * t, hd)).unwrap();
+            let mut scores = qs.matmul(&k.t().unwrap()).unwrap();
+            if let Some(c) = softcap {
+                scores = crate::ops::soft_cap(&scores, c).unwrap();
+            }
+            let scores = scores
+                .reshape((b, nkv, rep, t, tk))
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap()
+                .reshape((b, nkv, rep * t, tk))
+                .unwrap();
+            let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+            let want = probs
+                .matmul(&v.contiguous().unwrap())
+                .unwrap()
+                .reshape((b, nh, t, hd))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((b, t, nh * hd))
+                .unwrap();
+            check("cached attention", &[got], &[want], 1e-5);
+        }
+        // Not f32: left to the graph.
+        let q16 = q.to_dtype(DType::BF16).unwrap();
+        assert!(
+            cached_attention(&q16, &k, &v, None, 1.0, None)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

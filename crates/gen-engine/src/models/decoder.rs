@@ -373,6 +373,18 @@ impl Attention {
             Some(c) => c.append(layer, &k, &v)?,
             None => (k, v),
         };
+        let mask = if self.sliding {
+            &st.sliding_mask
+        } else {
+            &st.mask
+        };
+        // Inference in f32 on the CPU: one pass over the cache per query head (crate::fused).
+        if !st.training
+            && let Some(out) =
+                crate::fused::cached_attention(&q, &k, &v, mask.as_ref(), self.scale, self.softcap)?
+        {
+            return self.o.forward_t(&out, st.training);
+        }
         let kv_len = k.dim(2)?;
         let rep = nh / nkv;
         // Grouped-query attention without copying K/V: the `rep` query heads of one KV head
@@ -385,11 +397,6 @@ impl Attention {
         if let Some(cap) = self.softcap {
             scores = ops::soft_cap(&scores, cap)?;
         }
-        let mask = if self.sliding {
-            &st.sliding_mask
-        } else {
-            &st.mask
-        };
         if let Some(m) = mask {
             scores = scores
                 .reshape((b, nkv, rep, t, kv_len))?
