@@ -983,7 +983,7 @@ impl LinearFactory {
 
     /// Dequantizes the quantized weights of a GGUF file to f32 at load (the reference path)
     /// instead of keeping them as packed codes and scales (the default for f32 inference on the
-    /// CPU, whose products are bitwise the same: see [`LinearFactory::gguf_quantized`]).
+    /// CPU, whose products are bitwise those of the dequantized weights).
     pub fn dequantize_gguf_at_load(mut self, yes: bool) -> Self {
         self.dequantize_gguf = yes;
         self

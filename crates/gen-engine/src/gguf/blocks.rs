@@ -25,10 +25,8 @@
 //! | Q5_K | 256 | 32 | q (0..31) | d · sc | dmin · m |
 //! | Q6_K | 256 | 16 | q − 32 | d · sc | — |
 //!
-//! The loader does not use this yet (it dequantizes every tensor to f32); it is what quantized
-//! panels will be built from.
-// Not wired into the loader yet: only the tests call it.
-#![cfg_attr(not(test), allow(dead_code))]
+//! The loader builds the quantized panels of f32 CPU inference from these
+//! ([`crate::lora::LinearFactory`]'s `gguf_quantized`, through `GgufTensors::quantized`).
 
 use super::dtype_name;
 use crate::error::{Error, Result};
