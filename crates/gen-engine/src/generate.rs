@@ -314,16 +314,7 @@ impl<'a> Generator<'a> {
         let max_new = self.params.max_new_tokens;
         let b = prompts.len();
         let len = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(b * len);
-        let mut mask: Vec<Vec<u8>> = Vec::with_capacity(b);
-        for p in prompts {
-            let pad = len - p.len();
-            ids.extend(std::iter::repeat_n(self.pad, pad));
-            ids.extend_from_slice(p);
-            let mut m = vec![0u8; pad];
-            m.extend(std::iter::repeat_n(1u8, p.len()));
-            mask.push(m);
-        }
+        let (ids, mut mask) = self.left_pad(prompts.iter(), len);
         let any_pad = prompts.iter().any(|p| p.len() != len);
         // Off the CPU the decode step stays on the device: ids chosen there (only they are read
         // back), fed back as the next input, the padding mask kept there, positions from the
@@ -473,6 +464,26 @@ impl<'a> Generator<'a> {
 }
 
 impl Generator<'_> {
+    /// Prompts left-padded with the pad id to `len`: the ids row after row, and each row's
+    /// padding mask (0 = padding, 1 = token).
+    fn left_pad<'p>(
+        &self,
+        prompts: impl ExactSizeIterator<Item = &'p Vec<u32>>,
+        len: usize,
+    ) -> (Vec<u32>, Vec<Vec<u8>>) {
+        let mut ids = Vec::with_capacity(prompts.len() * len);
+        let mut mask = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let pad = len - p.len();
+            ids.extend(std::iter::repeat_n(self.pad, pad));
+            ids.extend_from_slice(p);
+            let mut m = vec![0u8; pad];
+            m.extend(std::iter::repeat_n(1u8, p.len()));
+            mask.push(m);
+        }
+        (ids, mask)
+    }
+
     /// The prefill of a left-padded batch run as several sub-batches of similar prompt lengths
     /// (each padded only to its own longest prompt), their caches then stacked into the batch's
     /// cache, left-padded to the longest prompt of all, and their last logits put back in the
@@ -490,17 +501,7 @@ impl Generator<'_> {
         let mut logits = Vec::with_capacity(groups.len());
         for g in groups {
             let glen = g.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
-            let mut ids = Vec::with_capacity(g.len() * glen);
-            let mut mask = Vec::with_capacity(g.len());
-            for &i in g {
-                let p = &prompts[i];
-                let pad = glen - p.len();
-                ids.extend(std::iter::repeat_n(self.pad, pad));
-                ids.extend_from_slice(p);
-                let mut m = vec![0u8; pad];
-                m.extend(std::iter::repeat_n(1u8, p.len()));
-                mask.push(m);
-            }
+            let (ids, mask) = self.left_pad(g.iter().map(|&i| &prompts[i]), glen);
             let mut cache = self.model.new_cache(g.len(), glen);
             let input = Tensor::from_vec(ids, (g.len(), glen), &device)?;
             let mask_t = mask_tensor(&mask, &device)?;

@@ -1002,7 +1002,7 @@ impl LinearFactory {
         name: &str,
         in_dim: usize,
         out_dim: usize,
-        bias: Option<Vec<f32>>,
+        bias: Option<&Tensor>,
     ) -> Result<Option<PackedLinear>> {
         let crate::weights::TensorSource::Gguf(g) = vb.source() else {
             return Ok(None);
@@ -1019,6 +1019,10 @@ impl LinearFactory {
         let full = vb.full_name("weight");
         let Some(groups) = g.quantized(&full, &[out_dim, in_dim])? else {
             return Ok(None);
+        };
+        let bias = match bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
         };
         let rows = packed_matmul::QuantRows {
             q: &groups.q,
@@ -1098,13 +1102,7 @@ impl LinearFactory {
                 _ => layer.into_packed(),
             };
         }
-        let bias_values = match (&bias, vb.source()) {
-            (Some(b), crate::weights::TensorSource::Gguf(_)) => {
-                Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)
-            }
-            _ => None,
-        };
-        if let Some(p) = self.gguf_quantized(vb, vb.prefix(), in_dim, out_dim, bias_values)? {
+        if let Some(p) = self.gguf_quantized(vb, vb.prefix(), in_dim, out_dim, bias.as_ref())? {
             let layer = LoraLinear {
                 w: Store::Packed(Arc::new(p)),
                 bias,

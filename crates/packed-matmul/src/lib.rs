@@ -721,7 +721,8 @@ mod tests {
         y.into_iter().map(|v| v as f32).collect()
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// xorshift values in [-0.5, 0.5) (the quantized storage's tests use them too).
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {

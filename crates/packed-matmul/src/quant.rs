@@ -161,20 +161,8 @@ pub(crate) fn pack(w: &QuantRows<'_>, f: Format, n: usize, k: usize) -> Vec<Bloc
 
 #[cfg(test)]
 mod tests {
+    use crate::tests::values;
     use crate::{Error, PackedLinear, QuantRows};
-
-    /// xorshift values in [-0.5, 0.5).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
 
     /// A quantized weight: codes over the whole i8 range, scales and mins of varied magnitude
     /// and sign (so that rounding differs between the multiply and the subtract).

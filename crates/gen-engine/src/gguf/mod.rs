@@ -224,20 +224,8 @@ impl GgufFile {
     /// Reads a tensor by its GGUF name and dequantizes it to an f32 tensor on the CPU (candle's
     /// `QTensor::dequantize`).
     pub fn dequantize(&self, name: &str) -> Result<Tensor> {
-        let info = self
-            .content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
-        // `open` checked the range.
-        let (start, end) = byte_range(&self.content, info).ok_or_else(|| Error::Gguf {
-            path: self.path.clone(),
-            msg: format!("tensor `{name}` does not fill whole blocks"),
-        })?;
-        let bytes = &self.mmap[start as usize..end as usize];
+        let (info, start, end) = self.tensor_data(name)?;
+        let bytes = &self.mmap[start..end];
         // candle reinterprets the bytes as blocks (alignment 2) or floats (alignment 4); GGUF
         // aligns tensor data to `general.alignment` (32 unless a file says otherwise), so only an
         // odd alignment needs the copy.
@@ -263,7 +251,7 @@ impl GgufFile {
         )?;
         // The blocks are copied: give the mapped pages back so that a loaded model does not hold
         // the file in memory twice.
-        self.release(start as usize, end as usize);
+        self.release(start, end);
         Ok(q.dequantize(&Device::Cpu)?)
     }
 
@@ -271,6 +259,25 @@ impl GgufFile {
     /// mins ([`blocks::Groups`]), whose `q · scale − min` is bitwise the f32 weight
     /// [`GgufFile::dequantize`] gives; `None` for types without that form (f32, f16, …).
     pub(crate) fn quantized(&self, name: &str) -> Result<Option<blocks::Groups>> {
+        let (info, start, end) = self.tensor_data(name)?;
+        let (n, k) = match info.shape.dims() {
+            [n, k] => (*n, *k),
+            _ => return Ok(None),
+        };
+        let bytes = &self.mmap[start..end];
+        let Some(groups) = blocks::decode(info.ggml_dtype, bytes, n, k) else {
+            return Ok(None);
+        };
+        let groups = groups.map_err(|e| Error::Gguf {
+            path: self.path.clone(),
+            msg: format!("tensor `{name}`: {e}"),
+        })?;
+        self.release(start, end);
+        Ok(Some(groups))
+    }
+
+    /// A tensor's info and the byte range of its data in the file, by its GGUF name.
+    fn tensor_data(&self, name: &str) -> Result<(&TensorInfo, usize, usize)> {
         let info = self
             .content
             .tensor_infos
@@ -279,25 +286,12 @@ impl GgufFile {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
-        let dims = info.shape.dims();
-        let (n, k) = match dims {
-            [n, k] => (*n, *k),
-            _ => return Ok(None),
-        };
+        // `open` checked the range.
         let (start, end) = byte_range(&self.content, info).ok_or_else(|| Error::Gguf {
             path: self.path.clone(),
             msg: format!("tensor `{name}` does not fill whole blocks"),
         })?;
-        let bytes = &self.mmap[start as usize..end as usize];
-        let Some(groups) = blocks::decode(info.ggml_dtype, bytes, n, k) else {
-            return Ok(None);
-        };
-        let groups = groups.map_err(|e| Error::Gguf {
-            path: self.path.clone(),
-            msg: format!("tensor `{name}`: {e}"),
-        })?;
-        self.release(start as usize, end as usize);
-        Ok(Some(groups))
+        Ok((info, start as usize, end as usize))
     }
 
     fn release(&self, start: usize, end: usize) {

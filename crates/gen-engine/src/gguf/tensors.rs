@@ -148,23 +148,9 @@ impl GgufTensors {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let (g, undo) = self.map.get(name).ok_or_else(|| Error::MissingTensor {
-            path: self.file.path().to_path_buf(),
-            name: name.to_string(),
-        })?;
-        let found = self.file.tensor_shape(g).unwrap_or_default().to_vec();
-        if let Some(expected) = shape
-            && expected != found.as_slice()
-        {
-            return Err(Error::TensorShape {
-                path: self.file.path().to_path_buf(),
-                name: format!("{name} (GGUF `{g}`)"),
-                expected: expected.to_vec(),
-                found,
-            });
-        }
+        let (g, undo, found) = self.entry(name, shape)?;
         let t = self.file.dequantize(g)?;
-        let t = match *undo {
+        let t = match undo {
             Undo::None => t,
             Undo::MinusOne => (t - 1.0)?,
             Undo::LlamaPermute { heads } => {
@@ -192,6 +178,27 @@ impl GgufTensors {
 }
 
 impl GgufTensors {
+    /// A tensor's GGUF name, what to undo on it and its shape, by Hugging Face name; the shape
+    /// checked against `shape` when given.
+    fn entry(&self, name: &str, shape: Option<&[usize]>) -> Result<(&str, Undo, Vec<usize>)> {
+        let (g, undo) = self.map.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.file.path().to_path_buf(),
+            name: name.to_string(),
+        })?;
+        let found = self.file.tensor_shape(g).unwrap_or_default().to_vec();
+        if let Some(expected) = shape
+            && expected != found.as_slice()
+        {
+            return Err(Error::TensorShape {
+                path: self.file.path().to_path_buf(),
+                name: format!("{name} (GGUF `{g}`)"),
+                expected: expected.to_vec(),
+                found,
+            });
+        }
+        Ok((g, *undo, found))
+    }
+
     /// Reads a 2-D quantized tensor by Hugging Face name as codes, scales and mins
     /// ([`super::blocks::Groups`]), the converter's row permutation undone, its shape checked:
     /// the same weight [`GgufTensors::get`] gives, bitwise, kept quantized. `None` for types
@@ -201,20 +208,8 @@ impl GgufTensors {
         name: &str,
         shape: &[usize],
     ) -> Result<Option<super::blocks::Groups>> {
-        let (g, undo) = self.map.get(name).ok_or_else(|| Error::MissingTensor {
-            path: self.file.path().to_path_buf(),
-            name: name.to_string(),
-        })?;
-        let found = self.file.tensor_shape(g).unwrap_or_default().to_vec();
-        if shape != found.as_slice() {
-            return Err(Error::TensorShape {
-                path: self.file.path().to_path_buf(),
-                name: format!("{name} (GGUF `{g}`)"),
-                expected: shape.to_vec(),
-                found,
-            });
-        }
-        let heads = match *undo {
+        let (g, undo, found) = self.entry(name, Some(shape))?;
+        let heads = match undo {
             Undo::None => None,
             Undo::LlamaPermute { heads } => Some(heads),
             Undo::MinusOne => return Ok(None),
