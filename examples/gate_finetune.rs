@@ -98,7 +98,7 @@ fn side(
             dtype: Dtype::Auto,
         },
         name: name.into(),
-        batch_size: 16,
+        batch_size: 16.into(),
         max_new_tokens: args.max_new_tokens,
         chat_template: false,
         prompt_too_long: TooLong::TruncateLeft,

@@ -29,6 +29,13 @@
 //!   gradient within 1e-4 of PEFT's (relative to the tensor's largest entry);
 //!   `lora_train` (f32): each LoRA fixture's steps (10; QLoRA over a 4-bit base: 5): losses
 //!   within 1e-4 relative, final adapter weights within 1e-4 of PEFT's.
+//! - `real_greedy_f32` (with `--gguf`): the real Gemma-3-270M GGUF's greedy continuations of
+//!   16 prompts at batch 16 and at batch 1 equal transformers' (the committed f32 CPU
+//!   reference), a differing token passing only as a tie within 1e-3 on this device's logits;
+//!   `real_greedy_bf16`: its bf16 run against the f32 run of the device, as the families'.
+//! - `study_time`: each benchmarked model generates `--study-prompts` real prompts (2,400, as a
+//!   study's model does) with `--batch-size auto` (batches up to the device's memory): the
+//!   batches planned, wall time, new tokens per second.
 //! - `bench`: greedy generation (exactly `--bench-new-tokens` new tokens per row) of the
 //!   peer-bench Llama at each batch size and dtype: median wall time over `--bench-reps` runs
 //!   after one warm-up, new tokens per second, and the token ids of the first timed run (for the
@@ -54,6 +61,14 @@ use toxdrift::lora_train;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
+/// The real model's name in the results.
+const GEMMA: &str = "gemma-3-270m-gguf";
+/// transformers' greedy continuations of the real Gemma-3-270M GGUF (f32, CPU), committed.
+const REAL_REF: &str = "tests/fixtures/real/gemma3-270m/reference.json";
+/// A real-model f32 token that differs from transformers' passes only as a tie: the two
+/// candidates' logits on this device within this much (the logits reach ~30 in magnitude).
+const REAL_TIE: f32 = 1e-3;
+
 /// Command-line options.
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Parity and throughput checks of toxdrift's engines on one device")]
@@ -68,12 +83,12 @@ pub struct Args {
     /// them, else the source tree this was built from).
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Which checks: families, adapters, classifier, lora, bench (a device probe always runs;
+    /// Which checks: families, adapters, classifier, lora, real, bench (a device probe always runs;
     /// `--checks probe` runs it alone).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "families,adapters,classifier,lora,bench"
+        default_value = "families,adapters,classifier,lora,real,bench"
     )]
     pub checks: Vec<String>,
     /// Only these family fixtures (directory names under tests/fixtures/gen); default: all.
@@ -97,9 +112,15 @@ pub struct Args {
     /// Benchmark dtypes.
     #[arg(long, value_delimiter = ',', default_value = "bf16,f32")]
     pub bench_dtypes: Vec<String>,
-    /// A Gemma-3-270M GGUF file to benchmark as well (bf16).
+    /// The real Gemma-3-270M GGUF: its parity with transformers' committed greedy references
+    /// (`real`), and the benchmark in bf16.
     #[arg(long)]
     pub gguf: Option<PathBuf>,
+    /// Prompts of the study-time run: each benchmarked model generates this many 50-token
+    /// continuations of real prompts in batches as large as the device's memory holds
+    /// (`--batch-size auto`), as a study's model does (the paper: 2,400); 0 skips it.
+    #[arg(long, default_value_t = 2400)]
+    pub study_prompts: usize,
     /// Marks the results as a dry run (the CPU stand-in for the GPU run).
     #[arg(long)]
     pub dry: bool,
@@ -159,6 +180,19 @@ pub fn run(args: &Args) -> Res<Value> {
             });
         }
     }
+    if want("real") {
+        match &args.gguf {
+            Some(gguf) => guarded(&mut results, "real_greedy", GEMMA, args, |out| {
+                check_real_gemma(gguf, &root, args, &dev, out)
+            }),
+            None => results.push(skip(
+                "real_greedy",
+                GEMMA,
+                args,
+                "no --gguf file given (the 253 MB GGUF needs staging: docs/gpu.md)",
+            )),
+        }
+    }
     if want("bench") {
         match &args.peer {
             Some(peer) => guarded(&mut results, "bench", "peer-llama", args, |out| {
@@ -171,7 +205,6 @@ pub fn run(args: &Args) -> Res<Value> {
                 "no --peer directory given (tools/gpu/peer_llama.py builds it)",
             )),
         }
-        const GEMMA: &str = "gemma-3-270m-gguf";
         match (&args.gguf, &args.peer) {
             (Some(gguf), Some(peer)) => guarded(&mut results, "bench", GEMMA, args, |out| {
                 bench_gguf(gguf, peer, args, &dev, out)
@@ -614,59 +647,80 @@ fn check_family(
     ));
 
     for dt in &args.dtypes {
-        let choice = dtype_choice(dt)?;
-        let md = load(&dir, choice, dev, None)?;
-        let gd = greedy(&md, &prompts, r.max_new_tokens)?;
-        let idsd: Vec<Vec<u32>> = gd.iter().map(|g| g.token_ids.clone()).collect();
-        let (share, first, rows_same) = compare_ids(&idsd, &ids32);
-        let (mut agree, mut n, mut max_abs) = (0usize, 0usize, 0f32);
-        let (mut err2, mut ref2) = (0f64, 0f64);
-        let mut flips = Vec::new();
-        for (i, p) in prompts.iter().enumerate() {
-            let a = teacher_forced(&m32, p, &ids32[i], dev)?;
-            let b = teacher_forced(&md, p, &ids32[i], dev)?;
-            for (k, (x, y)) in a.iter().zip(&b).enumerate() {
-                let (ax, ay) = (argmax(x), argmax(y));
-                n += 1;
-                if ax == ay {
-                    agree += 1;
-                } else {
-                    flips.push(json!({"row": i, "position": k, "f32_top2_gap": x[ax] - x[ay]}));
-                }
-                for (u, v) in x.iter().zip(y) {
-                    let d = (u - v).abs();
-                    max_abs = if d.is_nan() {
-                        f32::INFINITY
-                    } else {
-                        max_abs.max(d)
-                    };
-                    err2 += (d as f64).powi(2);
-                    ref2 += (*u as f64).powi(2);
-                }
-            }
-        }
-        let rel = (err2 / ref2.max(f64::MIN_POSITIVE)).sqrt();
-        let agreement = agree as f64 / n.max(1) as f64;
-        let (tol_rel, tol_agree) = reduced_tolerance(dt);
-        let pass = rel.is_finite() && rel <= tol_rel && agreement >= tol_agree;
+        let md = load(&dir, dtype_choice(dt)?, dev, None)?;
+        let (numbers, pass, tolerance) =
+            reduced_vs_f32(&m32, &md, &prompts, &ids32, r.max_new_tokens, dt, dev)?;
         out.push(result(
             &format!("family_greedy_{dt}"),
             name,
             args,
             dt,
             pass,
-            json!({
-                "free_running": {"identical_token_share": share, "rows_identical": rows_same,
-                                 "rows": idsd.len(), "first_divergence": first},
-                "teacher_forced": {"top1_agreement": agreement, "positions": n,
-                                   "relative_l2_logit_error": rel, "max_abs_logit_diff": max_abs,
-                                   "flips": flips},
-            }),
-            json!({"vs": "f32 run of the same device, teacher-forced on its continuation",
-                   "relative_l2_logit_error": tol_rel, "top1_agreement": tol_agree}),
+            numbers,
+            tolerance,
         ));
     }
     Ok(())
+}
+
+/// A reduced dtype's model `md` against the f32 model `m32` of the same device: free-running
+/// (identical share and first divergence of its greedy continuations against `ids32`,
+/// informative: a flip cascades) and teacher-forced on the f32 continuations (top-1 agreement
+/// and relative L2 logit error, the pass criterion). Returns numbers, pass, tolerance.
+fn reduced_vs_f32(
+    m32: &LoadedModel,
+    md: &LoadedModel,
+    prompts: &[Vec<u32>],
+    ids32: &[Vec<u32>],
+    max_new: usize,
+    dt: &str,
+    dev: &Device,
+) -> Res<(Value, bool, Value)> {
+    let gd = greedy(md, prompts, max_new)?;
+    let idsd: Vec<Vec<u32>> = gd.iter().map(|g| g.token_ids.clone()).collect();
+    let (share, first, rows_same) = compare_ids(&idsd, ids32);
+    let (mut agree, mut n, mut max_abs) = (0usize, 0usize, 0f32);
+    let (mut err2, mut ref2) = (0f64, 0f64);
+    let mut flips = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let a = teacher_forced(m32, p, &ids32[i], dev)?;
+        let b = teacher_forced(md, p, &ids32[i], dev)?;
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            let (ax, ay) = (argmax(x), argmax(y));
+            n += 1;
+            if ax == ay {
+                agree += 1;
+            } else {
+                flips.push(json!({"row": i, "position": k, "f32_top2_gap": x[ax] - x[ay]}));
+            }
+            for (u, v) in x.iter().zip(y) {
+                let d = (u - v).abs();
+                max_abs = if d.is_nan() {
+                    f32::INFINITY
+                } else {
+                    max_abs.max(d)
+                };
+                err2 += (d as f64).powi(2);
+                ref2 += (*u as f64).powi(2);
+            }
+        }
+    }
+    let rel = (err2 / ref2.max(f64::MIN_POSITIVE)).sqrt();
+    let agreement = agree as f64 / n.max(1) as f64;
+    let (tol_rel, tol_agree) = reduced_tolerance(dt);
+    let pass = rel.is_finite() && rel <= tol_rel && agreement >= tol_agree;
+    Ok((
+        json!({
+            "free_running": {"identical_token_share": share, "rows_identical": rows_same,
+                             "rows": idsd.len(), "first_divergence": first},
+            "teacher_forced": {"top1_agreement": agreement, "positions": n,
+                               "relative_l2_logit_error": rel, "max_abs_logit_diff": max_abs,
+                               "flips": flips},
+        }),
+        pass,
+        json!({"vs": "f32 run of the same device, teacher-forced on its continuation",
+               "relative_l2_logit_error": tol_rel, "top1_agreement": tol_agree}),
+    ))
 }
 
 fn check_adapter(
@@ -1010,6 +1064,7 @@ fn bench_peer(peer: &Path, args: &Args, dev: &Device, out: &mut Vec<Value>) -> R
             args,
             out,
         )?;
+        study_time("peer-llama", &m, dt, args, out)?;
     }
     Ok(())
 }
@@ -1076,21 +1131,170 @@ fn bench_gguf(
     out: &mut Vec<Value>,
 ) -> Res<()> {
     let t0 = Instant::now();
-    let opts = LoadOptions {
-        dtype: DTypeChoice::BF16,
-        device: Some(dev.clone()),
-        ..LoadOptions::default()
-    };
-    let m = gen_engine::load(&Source::local(gguf), &opts)?;
+    let m = load_gguf(gguf, DTypeChoice::BF16, dev)?;
     bench_model(
-        "gemma-3-270m-gguf",
+        GEMMA,
         &m,
         t0.elapsed().as_secs_f64(),
         "bf16",
         peer,
         args,
         out,
-    )
+    )?;
+    study_time(GEMMA, &m, "bf16", args, out)
+}
+
+fn load_gguf(gguf: &Path, dtype: DTypeChoice, dev: &Device) -> Res<LoadedModel> {
+    let opts = LoadOptions {
+        dtype,
+        device: Some(dev.clone()),
+        ..LoadOptions::default()
+    };
+    Ok(gen_engine::load(&Source::local(gguf), &opts)?)
+}
+
+/// The real Gemma-3-270M (`--gguf`) on the device against transformers' greedy continuations
+/// of the same file ([`REAL_REF`]: f32 on the CPU), at batch 16 and batch 1: identical tokens,
+/// or a tie within [`REAL_TIE`]; then bf16 against this device's f32 run, teacher-forced, as
+/// the families are checked.
+fn check_real_gemma(
+    gguf: &Path,
+    root: &Path,
+    args: &Args,
+    dev: &Device,
+    out: &mut Vec<Value>,
+) -> Res<()> {
+    let r = read_json(&root.join(REAL_REF))?;
+    let field = |v: &Value, k: &str| -> Res<Value> {
+        v.get(k)
+            .cloned()
+            .ok_or_else(|| format!("{REAL_REF}: no `{k}`").into())
+    };
+    let prompts: Vec<String> = serde_json::from_value(field(&r, "prompts")?)?;
+    let max_new: usize = serde_json::from_value(field(&r, "max_new_tokens")?)?;
+    let m32 = load_gguf(gguf, DTypeChoice::F32, dev)?;
+    let ids = prompts
+        .iter()
+        .map(|p| m32.tokenizer.encode(p, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let mut ids32 = Vec::new();
+    for (key, batch) in [("batch16", 16usize), ("batch1", 1)] {
+        let want: Vec<Vec<u32>> =
+            serde_json::from_value(field(&field(&r, key)?, "completion_token_ids")?)?;
+        let params = GenerateParams::new()
+            .max_new_tokens(max_new)
+            .batch_size(batch);
+        let g = Generator::new(
+            m32.model.as_ref(),
+            &m32.tokenizer,
+            &m32.eos_token_ids,
+            params,
+        )?;
+        let t = Instant::now();
+        let got: Vec<Vec<u32>> = g
+            .generate(&texts)?
+            .into_iter()
+            .map(|g| g.token_ids)
+            .collect();
+        let secs = t.elapsed().as_secs_f64();
+        let (share, first, rows_same) = compare_ids(&got, &want);
+        let (mut pass, mut ties) = (got.len() == want.len(), Vec::new());
+        for (i, d) in first.iter().enumerate() {
+            let Some(k) = *d else { continue };
+            let (Some(&ours), Some(&theirs)) = (got[i].get(k), want[i].get(k)) else {
+                pass = false;
+                continue;
+            };
+            let rows = teacher_forced(&m32, &ids[i], &want[i][..=k], dev)?;
+            let gap = (rows[k][ours as usize] - rows[k][theirs as usize]).abs();
+            pass &= gap <= REAL_TIE;
+            ties.push(
+                json!({"row": i, "position": k, "ours": ours, "reference": theirs,
+                             "logit_gap": gap}),
+            );
+        }
+        out.push(result(
+            "real_greedy_f32",
+            &format!("{GEMMA} {key}"),
+            args,
+            "f32",
+            pass,
+            json!({"identical_token_share": share, "rows_identical": rows_same,
+                   "rows": got.len(), "first_divergence": first, "divergences": ties,
+                   "seconds": secs}),
+            json!({"identical": true, "or_tie_within": REAL_TIE,
+                   "vs": "transformers generate, f32 on the CPU (committed reference)"}),
+        ));
+        if batch == 16 {
+            ids32 = got;
+        }
+    }
+    let md = load_gguf(gguf, DTypeChoice::BF16, dev)?;
+    let (numbers, pass, tolerance) = reduced_vs_f32(&m32, &md, &ids, &ids32, max_new, "bf16", dev)?;
+    out.push(result(
+        "real_greedy_bf16",
+        GEMMA,
+        args,
+        "bf16",
+        pass,
+        numbers,
+        tolerance,
+    ));
+    Ok(())
+}
+
+/// A study's share of work for one model: `--study-prompts` real prompts (the real Gemma
+/// reference's, 8 of them CEB prompts, cycled), 50 new tokens each, in batches as large as the
+/// device's memory holds ([`gen_engine::BatchSize::Auto`]); the batches planned, wall time and
+/// throughput. Passes when every prompt got its continuation.
+fn study_time(name: &str, m: &LoadedModel, dt: &str, args: &Args, out: &mut Vec<Value>) -> Res<()> {
+    if args.study_prompts == 0 {
+        return Ok(());
+    }
+    let root = repo_root(args.root.as_deref())?;
+    let r = read_json(&root.join(REAL_REF))?;
+    let base: Vec<String> = serde_json::from_value(r["prompts"].clone())?;
+    let texts: Vec<&str> = base
+        .iter()
+        .map(String::as_str)
+        .cycle()
+        .take(args.study_prompts)
+        .collect();
+    let n_new = args.bench_new_tokens;
+    let params = GenerateParams::new()
+        .max_new_tokens(n_new)
+        .min_new_tokens(n_new)
+        .batch_size(gen_engine::BatchSize::Auto)
+        // The dry run's tiny stand-in has a 256-token window; the real models fit every prompt.
+        .truncation(gen_engine::TruncationPolicy::LeftTruncate);
+    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+    let lengths = texts
+        .iter()
+        .map(|t| m.tokenizer.encode(t, true).map(|ids| ids.len()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan: Vec<usize> = g.plan_batches(&lengths)?.iter().map(Vec::len).collect();
+    let free = gen_engine::memory::free_memory(&m.model.info().device)?;
+    let t = Instant::now();
+    let gens = g.generate(&texts)?;
+    let secs = t.elapsed().as_secs_f64();
+    let tokens: usize = gens.iter().map(|g| g.token_ids.len()).sum();
+    let exact = gens.len() == texts.len() && gens.iter().all(|g| g.token_ids.len() == n_new);
+    out.push(json!({
+        "check": "study_time", "name": name, "engine": "toxdrift", "device": args.device,
+        "dtype": dt, "batch": "auto",
+        "status": if exact { "pass" } else { "fail" }, "pass": exact,
+        "numbers": {
+            "prompts": texts.len(), "new_tokens_per_row": n_new, "batches": plan.len(),
+            "largest_batch": plan.iter().max(), "batch_sizes": plan,
+            "free_device_bytes_before": free,
+            "prompt_tokens_min": lengths.iter().min(), "prompt_tokens_max": lengths.iter().max(),
+            "seconds": secs, "new_tokens_per_s": tokens as f64 / secs,
+            "seconds_per_1000_prompts": 1000.0 * secs / texts.len() as f64,
+        },
+        "tolerance": {"every_prompt_exactly_new_tokens": n_new},
+    }));
+    Ok(())
 }
 
 #[allow(dead_code)]

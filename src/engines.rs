@@ -58,7 +58,7 @@ pub struct GeneratorSpec {
     /// The model's name in the records it writes.
     pub name: String,
     /// Prompts per batch (local engine).
-    pub batch_size: usize,
+    pub batch_size: gen_engine::BatchSize,
     /// New tokens per continuation at most.
     pub max_new_tokens: usize,
     /// Wrap prompts in the model's chat template.

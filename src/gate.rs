@@ -408,9 +408,13 @@ impl CardInfo {
         let c = &study.classifier;
         let g = &study.generation;
         let generation = format!(
-            "greedy decoding, at most {} new tokens, batches of {}, {} weights, {}{}",
+            "greedy decoding, at most {} new tokens, {}, {} weights, {}{}",
             g.max_new_tokens,
-            g.batch_size,
+            match g.batch_size {
+                gen_engine::BatchSize::Fixed(n) => format!("batches of {n}"),
+                gen_engine::BatchSize::Auto =>
+                    "batches as large as the device's memory holds".into(),
+            },
             g.dtype.resolve(&study.device).as_str(),
             if g.chat_template {
                 "prompts wrapped in each model's chat template"

@@ -65,6 +65,9 @@ fn generate_writes_records_and_resumes() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
     std::io::Write::write_all(&mut f, br#"{"id": "c", "subset": "ra"#).unwrap();
     drop(f);
+    // The resume runs with `--batch-size auto` (on the CPU: the study's 16).
+    let mut a = a;
+    a.extend(["--batch-size".to_string(), "auto".into()]);
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&out).unwrap();
@@ -124,4 +127,20 @@ fn generate_bad_input_exits_2() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("cuda"));
+    for bad in ["0", "lots"] {
+        let o = run(&[
+            "generate",
+            "--model",
+            &fixture("llama"),
+            "--prompts",
+            &prompts.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--batch-size",
+            bad,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "--batch-size {bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("batch") && err.contains(bad), "{err}");
+    }
 }

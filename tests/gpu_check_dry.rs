@@ -76,6 +76,8 @@ fn dry_run_reports_every_check_with_its_numbers() {
         "1",
         "--bench-dtypes",
         "f32",
+        "--study-prompts",
+        "5",
     ]);
     let report = gpu_check::run(&a).unwrap();
     let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -106,6 +108,8 @@ fn dry_run_reports_every_check_with_its_numbers() {
         "classifier",
         "lora_gradient",
         "lora_train",
+        "real_greedy",
+        "study_time",
         "bench",
     ] {
         let rows = of(&report, check);
@@ -164,6 +168,18 @@ fn dry_run_reports_every_check_with_its_numbers() {
         .collect();
     assert_eq!(gguf.len(), 1);
     assert_eq!(gguf[0]["status"], "skip");
+    assert_eq!(of(&report, "real_greedy")[0]["status"], "skip");
+    // The study-time run: 5 real prompts, `--batch-size auto`, which on the CPU is one batch
+    // of up to 16.
+    let study = of(&report, "study_time");
+    assert_eq!(study.len(), 1);
+    let n = &study[0]["numbers"];
+    assert_eq!(
+        (n["prompts"].as_u64(), n["batches"].as_u64()),
+        (Some(5), Some(1))
+    );
+    assert_eq!(study[0]["batch"], "auto");
+    assert!(n["new_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -86,7 +86,7 @@ fn check_my_finetune_runs_from_any_directory() {
         toml::from_str(&std::fs::read_to_string(root().join("studies/paper.toml")).unwrap())
             .unwrap();
     // Its settings are the paper's: each key of paper.toml's tables is the same here, or left
-    // to its default (which is the paper's); `dtype = "auto"` is f16 on CUDA, as in the paper.
+    // to its default (which is the paper's); `dtype = "auto"` (bf16 on a GPU, f32 on the CPU).
     for key in ["prompts", "classifier", "generation", "sampler"] {
         for (k, v) in paper[key].as_table().unwrap() {
             match (key, k.as_str(), study[key].get(k)) {

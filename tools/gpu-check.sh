@@ -2,7 +2,7 @@
 # The GPU check of issue 17, in one script: prepare, build, run the checks, write one JSON file.
 #
 #   tools/gpu-check.sh [--dry] [--out FILE.json] [--bin PATH] [--peer DIR] [--gguf FILE]
-#                      [--checks families,adapters,classifier,lora,bench]
+#                      [--checks families,adapters,classifier,lora,real,bench]
 #
 # Steps (each recorded in the JSON with its status, seconds and whether it ran dry):
 #   env          the machine: GPU (nvidia-smi), nvcc, cargo, python packages
@@ -35,16 +35,16 @@ cd "$ROOT" || exit 1
 # --- the steps' bodies (each runs as `gpu-check.sh __step NAME`, under `timeout`) ----------------
 rust_args() {
   if [ "$DRY" = 1 ]; then
-    echo --dtypes bf16,f16 --bench-batches 2,4 --bench-new-tokens 8 --bench-reps 1 --bench-dtypes f32 --dry
+    echo --dtypes bf16,f16 --bench-batches 2,4 --bench-new-tokens 8 --bench-reps 1 --bench-dtypes f32 --study-prompts 8 --dry
   else
-    echo --dtypes bf16,f16 --bench-batches 16,64 --bench-new-tokens 50 --bench-reps 3 --bench-dtypes bf16,f32
+    echo --dtypes bf16,f16 --bench-batches 16,64,512 --bench-new-tokens 50 --bench-reps 3 --bench-dtypes bf16,f32 --study-prompts 2400
   fi
 }
 tf_args() {
   if [ "$DRY" = 1 ]; then
     echo --device cpu --dtypes f32 --batches 2,4 --new-tokens 8 --reps 1 --attn sdpa --threads 2
   else
-    echo --device cuda --dtypes bf16,f32 --batches 16,64 --new-tokens 50 --reps 3 --attn sdpa
+    echo --device cuda --dtypes bf16,f32 --batches 16,64,512 --new-tokens 50 --reps 3 --attn sdpa
   fi
 }
 
@@ -135,7 +135,7 @@ if [ "${1:-}" = __step ]; then
 fi
 
 # --- arguments ---------------------------------------------------------------------------------
-DRY=0 OUTF="" BIN_GIVEN="" PEER="" GGUF="" CHECKS=families,adapters,classifier,lora,bench
+DRY=0 OUTF="" BIN_GIVEN="" PEER="" GGUF="" CHECKS=families,adapters,classifier,lora,real,bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry) DRY=1 ;;

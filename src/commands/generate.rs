@@ -60,10 +60,11 @@ pub struct Args {
     /// New tokens per prompt at most.
     #[arg(long, default_value_t = GenerateParams::default().get_max_new_tokens())]
     pub max_new_tokens: usize,
-    /// Prompts per batch.
+    /// Prompts per batch, or `auto`: on a GPU as many as its free memory holds (up to 512),
+    /// on the CPU 16.
     #[arg(long, default_value_t = GenerateParams::default().get_batch_size())]
-    pub batch_size: usize,
-    /// f32, f16, bf16 or auto (auto: f32 on CPU, the checkpoint's dtype on GPU).
+    pub batch_size: gen_engine::BatchSize,
+    /// f32, f16, bf16 or auto (auto: f32 on the CPU, bf16 on a GPU).
     #[arg(long, default_value = "auto", value_parser = Dtype::parse)]
     pub dtype: Dtype,
     /// cpu or cuda:N (CUDA needs a build with `--features cuda`).

@@ -11,7 +11,7 @@ fn paper_sampler() -> best_mcmc::BestParams {
     best_mcmc::BestParams::default()
 }
 
-pub(super) fn d_gen_batch() -> usize {
+pub(super) fn d_gen_batch() -> gen_engine::BatchSize {
     gen_engine::GenerateParams::default().get_batch_size()
 }
 pub(super) fn d_max_new() -> usize {

@@ -143,8 +143,10 @@ pairs = [["a", "b"]]
         assert_eq!(s.prompts.severe, 1000);
         assert_eq!(s.prompts.per_axis, 100);
         assert_eq!(s.prompts.rtp, Source::Local("/s/rtp.jsonl".into()));
-        assert_eq!(s.generation.batch_size, 16);
-        assert_eq!(s.generation.dtype.resolve("cuda:0"), Dtype::F16);
+        assert_eq!(s.generation.batch_size, gen_engine::BatchSize::Fixed(16));
+        // bf16 on a GPU, as the engine resolves `auto`; f32 on the CPU.
+        assert_eq!(s.generation.dtype.resolve("cuda:0"), Dtype::Bf16);
+        assert_eq!(s.generation.dtype.resolve("cpu"), Dtype::F32);
         assert_eq!(s.sampler.chains, 4);
         assert_eq!(s.finetune.train.adamw.lr, 2e-4);
         assert_eq!(s.finetune.train.grad_accum, 8);
@@ -169,6 +171,25 @@ pairs = [["a", "b"]]
         let e = parse(text).unwrap_err();
         assert_eq!(e.exit_code(), 2, "{e}");
         e.to_string()
+    }
+
+    #[test]
+    fn generation_batch_size_is_a_number_or_auto() {
+        let with = |v: &str| {
+            MIN.replace(
+                "[[family]]",
+                &format!("[generation]\nbatch_size = {v}\n\n[[family]]"),
+            )
+        };
+        let s = parse(&with("\"auto\"")).unwrap();
+        assert_eq!(s.generation.batch_size, gen_engine::BatchSize::Auto);
+        let s = parse(&with("64")).unwrap();
+        assert_eq!(s.generation.batch_size, gen_engine::BatchSize::Fixed(64));
+        let e = err(&with("\"lots\""));
+        assert!(e.starts_with("/s/study.toml:10:"), "{e}");
+        assert!(e.contains("lots"), "{e}");
+        let e = err(&with("0"));
+        assert!(e.contains("generation.batch_size"), "{e}");
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub struct ClassifierSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
-    /// f16 on CUDA, f32 on CPU (the authors ran fp16 on GPU).
+    /// bf16 on a GPU, f32 on the CPU (the engine's rule; the authors ran fp16 on their GPU:
+    /// `f16` reproduces them exactly).
     Auto,
     /// 32-bit float.
     F32,
@@ -87,12 +88,14 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    /// The concrete dtype for `device`.
+    /// The concrete dtype for `device`, by the engine's rule
+    /// ([`gen_engine::DTypeChoice::resolve_on`]: `auto` is f32 on the CPU, bf16 on a GPU).
     pub fn resolve(self, device: &str) -> Dtype {
-        match self {
-            Dtype::Auto if device.starts_with("cuda") => Dtype::F16,
-            Dtype::Auto => Dtype::F32,
-            d => d,
+        use gen_engine::DTypeChoice as D;
+        match crate::engines::engine_dtype(self).concrete(!device.starts_with("cuda")) {
+            D::BF16 => Dtype::Bf16,
+            D::F16 => Dtype::F16,
+            D::F32 | D::Auto => Dtype::F32,
         }
     }
 
@@ -123,8 +126,9 @@ impl Dtype {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenerationSpec {
-    /// Prompts per batch.
-    pub batch_size: usize,
+    /// Prompts per batch, or `auto`: on a GPU as many as its free memory holds (up to
+    /// [`gen_engine::memory::AUTO_MAX_BATCH`]), on the CPU the study's 16.
+    pub batch_size: gen_engine::BatchSize,
     /// New tokens per continuation at most.
     pub max_new_tokens: usize,
     /// The numeric type.

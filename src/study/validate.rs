@@ -107,7 +107,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Study> {
     }
 
     let g = &raw.generation;
-    if g.batch_size == 0 || g.max_new_tokens == 0 {
+    if g.batch_size == gen_engine::BatchSize::Fixed(0) || g.max_new_tokens == 0 {
         return Err(bad(
             file,
             "generation.batch_size and generation.max_new_tokens must be at least 1",

@@ -112,6 +112,17 @@ def main():
               f"transformers {p['transformers_new_tokens_per_s']:.0f} tok/s (x{p['ratio_toxdrift_over_transformers']:.2f}); "
               f"same tokens {ag['identical_token_share']:.2f}")
     for r in results:
+        n = r.get("numbers") or {}
+        if r.get("check", "").startswith("real_greedy") and r.get("status") in ("pass", "fail"):
+            tf = n.get("teacher_forced") or {}
+            extra = (f"same tokens {n['identical_token_share']:.3f}, rows {n['rows_identical']}/{n['rows']}"
+                     if "identical_token_share" in n else
+                     f"top-1 {tf.get('top1_agreement', 0):.3f}, rel L2 {tf.get('relative_l2_logit_error', 0):.4f}")
+            print(f"  {r['status']} {r['check']} {r['name']}: {extra}")
+        if r.get("check") == "study_time" and r.get("status") in ("pass", "fail"):
+            print(f"  study {r['name']} {r['dtype']}: {n['prompts']} prompts in {n['seconds']:.1f}s "
+                  f"({n['new_tokens_per_s']:.0f} tok/s), batches {n['batches']} (largest {n['largest_batch']})")
+    for r in results:
         if r.get("check") == "bench" and r.get("status") == "skip":
             print(f"  skip {r['name']} ({r.get('engine', 'toxdrift')}): {r.get('reason')}")
     print(f"  OK: {summary['ok']}")

@@ -28,6 +28,16 @@ xz -T0 -9 -c "$CARGO_TARGET_DIR/gpu_check.stripped" >.gpu/gpu_check.xz
 # (pure Python; its needs, numpy, pyyaml, requests and tqdm, are there).
 [ -e .gpu/whl/gguf-0.19.0-py3-none-any.whl ] ||
   python3 -m pip download -q --no-deps --only-binary=:all: -d .gpu/whl gguf==0.19.0
+# The image's transformers (5.17 on 2026-11-26) generates garbage from the Gemma-3 GGUF (its
+# first run: `496 496 496 ...` where 5.23 on the CPU, and toxdrift, agree with the committed
+# reference), so the transformers the references were made with travels too, with the regex
+# it needs (pure Python, and a cp312 manylinux wheel).
+[ -e .gpu/whl/transformers-5.23.0-py3-none-any.whl ] ||
+  python3 -m pip download -q --no-deps --only-binary=:all: -d .gpu/whl transformers==5.23.0
+ls .gpu/whl/regex-2026.11.15-cp312-*.whl >/dev/null 2>&1 ||
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .gpu/whl regex==2026.11.15
 # Keep .gpu/ out of git (and so out of the tree that travels uncarried).
 exclude=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$exclude")"

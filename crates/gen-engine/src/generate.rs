@@ -13,6 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
+use crate::memory::BatchSize;
 use crate::models::{CausalLm, ForwardCtx, KvCache};
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Tensor};
@@ -60,7 +61,7 @@ pub struct Generation {
 pub struct GenerateParams {
     max_new_tokens: usize,
     min_new_tokens: usize,
-    batch_size: usize,
+    batch_size: BatchSize,
     pad_token_id: Option<u32>,
     truncation: TruncationPolicy,
     chat_template: bool,
@@ -72,7 +73,7 @@ impl Default for GenerateParams {
         Self {
             max_new_tokens: 50,
             min_new_tokens: 0,
-            batch_size: 16,
+            batch_size: BatchSize::default(),
             pad_token_id: None,
             truncation: TruncationPolicy::Error,
             chat_template: false,
@@ -97,9 +98,10 @@ impl GenerateParams {
         self.min_new_tokens = n;
         self
     }
-    /// Prompts per batch (default 16).
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n;
+    /// Prompts per batch (default 16), or [`BatchSize::Auto`]: on a GPU as many as its free
+    /// memory holds ([`crate::memory`]).
+    pub fn batch_size(mut self, n: impl Into<BatchSize>) -> Self {
+        self.batch_size = n.into();
         self
     }
     /// The padding id (default: the first EOS id).
@@ -130,7 +132,7 @@ impl GenerateParams {
                 msg: "must be at least 1".into(),
             });
         }
-        if self.batch_size == 0 {
+        if self.batch_size == BatchSize::Fixed(0) {
             return Err(Error::InvalidParam {
                 name: "batch_size",
                 msg: "must be at least 1".into(),
@@ -139,7 +141,7 @@ impl GenerateParams {
         Ok(self)
     }
     /// The batch size.
-    pub fn get_batch_size(&self) -> usize {
+    pub fn get_batch_size(&self) -> BatchSize {
         self.batch_size
     }
     /// The new-token budget.
@@ -254,16 +256,29 @@ impl<'a> Generator<'a> {
             .unwrap_or(false)
     }
 
-    /// Indices of the prompts grouped into batches (by length when bucketing is on).
-    pub fn plan_batches(&self, lengths: &[usize]) -> Vec<Vec<usize>> {
+    /// Indices of the prompts grouped into batches (by length when bucketing is on). With
+    /// [`BatchSize::Auto`] on a GPU, each batch takes as many prompts as the device's free
+    /// memory holds ([`crate::memory`]).
+    pub fn plan_batches(&self, lengths: &[usize]) -> Result<Vec<Vec<usize>>> {
         let mut order: Vec<usize> = (0..lengths.len()).collect();
         if self.params.bucket_by_length {
             order.sort_by_key(|&i| lengths[i]);
         }
-        order
-            .chunks(self.params.batch_size)
-            .map(|c| c.to_vec())
-            .collect()
+        let info = self.model.info();
+        let max = self.params.batch_size.max_rows(&info.device).max(1);
+        let budget = match self.params.batch_size {
+            BatchSize::Auto => crate::memory::batch_budget(&info.device)?,
+            BatchSize::Fixed(_) => None,
+        };
+        Ok(match budget {
+            Some(budget) => {
+                let new = self.params.max_new_tokens;
+                crate::memory::fit_batches(&order, lengths, max, budget, |rows, longest| {
+                    rows * crate::memory::row_bytes(info, longest, new)
+                })
+            }
+            None => order.chunks(max).map(|c| c.to_vec()).collect(),
+        })
     }
 
     /// Generates for every prompt; results in input order.
@@ -283,7 +298,7 @@ impl<'a> Generator<'a> {
         let encoded = self.encode(prompts)?;
         let lengths: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
         let mut out: Vec<Option<Generation>> = vec![None; prompts.len()];
-        for batch in self.plan_batches(&lengths) {
+        for batch in self.plan_batches(&lengths)? {
             let ids: Vec<Vec<u32>> = batch.iter().map(|&i| encoded[i].clone()).collect();
             let gens = self.generate_batch(&ids)?;
             for (i, g) in batch.iter().zip(gens) {
@@ -685,7 +700,9 @@ impl engine_api::TextGenerator for LocalGenerator {
     }
 
     fn preferred_batch_size(&self) -> usize {
-        self.params.batch_size
+        self.params
+            .batch_size
+            .max_rows(&self.loaded.model.info().device)
     }
 
     fn complete(
@@ -712,7 +729,7 @@ impl engine_api::TextGenerator for LocalGenerator {
         progress: &mut dyn FnMut(usize),
         sink: &mut dyn FnMut(usize, engine_api::Completion) -> engine_api::Result<()>,
     ) -> engine_api::Result<()> {
-        let group = self.params.get_batch_size().max(1) * HANDOVER_BATCHES;
+        let group = self.preferred_batch_size().max(1) * HANDOVER_BATCHES;
         for (g, chunk) in prompts.chunks(group).enumerate() {
             let done = self.complete(chunk, progress)?;
             engine_api::Error::check_count("completions", chunk.len(), done.len())?;

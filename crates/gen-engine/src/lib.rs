@@ -75,6 +75,7 @@ pub use models::{
 };
 pub mod generate;
 pub mod loader;
+pub mod memory;
 pub mod tokenizer;
 
 pub use generate::{
@@ -85,4 +86,5 @@ pub use loader::{
     DTypeChoice, LoadOptions, LoadedModel, checkpoint_dir, is_gguf_file, load, load_dir, load_gguf,
     parse_device,
 };
+pub use memory::BatchSize;
 pub use tokenizer::TextTokenizer;

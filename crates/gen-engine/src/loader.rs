@@ -168,15 +168,22 @@ impl DTypeChoice {
         self.resolve_on(device.is_cpu())
     }
 
-    /// The dtype on the CPU (`on_cpu`) or on any other device: `Auto` is f32 on the CPU and
-    /// bf16 elsewhere.
-    fn resolve_on(self, on_cpu: bool) -> DType {
+    /// The concrete choice on the CPU (`on_cpu`) or on any other device: `Auto` is f32 on the
+    /// CPU and bf16 elsewhere (the one definition of that rule; the study plan reads it too).
+    pub fn concrete(self, on_cpu: bool) -> Self {
         match self {
-            Self::F32 => DType::F32,
+            Self::Auto if on_cpu => Self::F32,
+            Self::Auto => Self::BF16,
+            d => d,
+        }
+    }
+
+    /// The dtype on the CPU (`on_cpu`) or on any other device ([`DTypeChoice::concrete`]).
+    fn resolve_on(self, on_cpu: bool) -> DType {
+        match self.concrete(on_cpu) {
             Self::F16 => DType::F16,
             Self::BF16 => DType::BF16,
-            Self::Auto if on_cpu => DType::F32,
-            Self::Auto => DType::BF16,
+            Self::F32 | Self::Auto => DType::F32,
         }
     }
 }
@@ -346,6 +353,8 @@ mod tests {
         assert_eq!(DTypeChoice::Auto.resolve(&Device::Cpu), DType::F32);
         assert_eq!(DTypeChoice::Auto.resolve_on(true), DType::F32);
         assert_eq!(DTypeChoice::Auto.resolve_on(false), DType::BF16);
+        assert_eq!(DTypeChoice::Auto.concrete(false), DTypeChoice::BF16);
+        assert_eq!(DTypeChoice::F16.concrete(true), DTypeChoice::F16);
         // An explicit choice is kept on either device.
         for on_cpu in [true, false] {
             assert_eq!(DTypeChoice::F32.resolve_on(on_cpu), DType::F32);

@@ -248,7 +248,9 @@ impl RobertaForSequenceClassification {
         for layer in &self.layers {
             x = layer.forward(&x, &mask)?;
         }
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+        // Contiguous: cuBLAS takes no row stride of s·h (the CPU matmul does, so only a GPU
+        // run showed it).
+        let cls = x.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         let pooled = self.dense.forward(&cls)?.tanh()?;
         let logits = self.out_proj.forward(&pooled)?;
         let flat = |t: Tensor| -> Result<Vec<f32>> {

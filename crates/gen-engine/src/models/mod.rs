@@ -308,8 +308,12 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Hidden size.
     pub hidden_size: usize,
+    /// The MLP's intermediate size.
+    pub intermediate_size: usize,
     /// Number of decoder layers.
     pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
     /// Key/value heads.
     pub num_kv_heads: usize,
     /// Head dimension.
