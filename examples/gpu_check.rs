@@ -97,6 +97,11 @@ pub struct Args {
     /// Reduced dtypes compared with the f32 run of the same device.
     #[arg(long, value_delimiter = ',', default_value = "bf16,f16")]
     pub dtypes: Vec<String>,
+    /// The checkpoint under `--peer` that the benchmark runs (`llama110m`: the 124.7M peer
+    /// Llama, named `peer-llama` in the results; another, e.g. `tools/gpu/big_llama.py`'s
+    /// `llama7b`, under its own name).
+    #[arg(long, default_value = "llama110m")]
+    pub bench_model: String,
     /// The peer-bench directory (`llama110m/`, `prompts.jsonl`) of the benchmark.
     #[arg(long)]
     pub peer: Option<PathBuf>,
@@ -195,7 +200,7 @@ pub fn run(args: &Args) -> Res<Value> {
     }
     if want("bench") {
         match &args.peer {
-            Some(peer) => guarded(&mut results, "bench", "peer-llama", args, |out| {
+            Some(peer) => guarded(&mut results, "bench", &bench_name(args), args, |out| {
                 bench_peer(peer, args, &dev, out)
             }),
             None => results.push(skip(
@@ -1050,21 +1055,22 @@ fn median(xs: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The benchmarked checkpoint's name in the results.
+fn bench_name(args: &Args) -> String {
+    match args.bench_model.as_str() {
+        "llama110m" => "peer-llama".into(),
+        other => other.into(),
+    }
+}
+
 fn bench_peer(peer: &Path, args: &Args, dev: &Device, out: &mut Vec<Value>) -> Res<()> {
-    let dir = peer.join("llama110m");
+    let dir = peer.join(&args.bench_model);
+    let name = bench_name(args);
     for dt in &args.bench_dtypes {
         let t0 = Instant::now();
         let m = load(&dir, dtype_choice(dt)?, dev, None)?;
-        bench_model(
-            "peer-llama",
-            &m,
-            t0.elapsed().as_secs_f64(),
-            dt,
-            peer,
-            args,
-            out,
-        )?;
-        study_time("peer-llama", &m, dt, args, out)?;
+        bench_model(&name, &m, t0.elapsed().as_secs_f64(), dt, peer, args, out)?;
+        study_time(&name, &m, dt, args, out)?;
     }
     Ok(())
 }

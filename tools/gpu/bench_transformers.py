@@ -75,6 +75,7 @@ def main():
     ap.add_argument("--attn", default="sdpa")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--gguf", default=None)
+    ap.add_argument("--model", default="llama110m", help="the checkpoint under --peer (named peer-llama when llama110m)")
     a = ap.parse_args()
     a.batches = [int(x) for x in a.batches.split(",") if x]
     report = {"tool": "bench_transformers", "env": {}, "results": []}
@@ -100,7 +101,8 @@ def main():
             return
         p = torch.cuda.get_device_properties(0)
         env.update(gpu=p.name, gpu_mib=p.total_memory / 2**20, torch_cuda=torch.version.cuda)
-    d = os.path.join(a.peer, "llama110m")
+    d = os.path.join(a.peer, a.model)
+    mname = "peer-llama" if a.model == "llama110m" else a.model
     for dt in [x for x in a.dtypes.split(",") if x]:
         try:
             tok = AutoTokenizer.from_pretrained(d, padding_side="left")
@@ -108,13 +110,13 @@ def main():
             model = AutoModelForCausalLM.from_pretrained(d, dtype=getattr(torch, DTYPES[dt]),
                                                          attn_implementation=a.attn).to(a.device).eval()
             sync(torch, a.device)
-            bench_model(torch, model, tok, "peer-llama", a, dt, res, {"load_s": time.perf_counter() - t,
+            bench_model(torch, model, tok, mname, a, dt, res, {"load_s": time.perf_counter() - t,
                         "params": sum(p.numel() for p in model.parameters())})
             del model
             if a.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         except Exception as e:  # noqa: BLE001
-            res.append({"check": "bench", "name": "peer-llama", "engine": "transformers", "device": a.device,
+            res.append({"check": "bench", "name": mname, "engine": "transformers", "device": a.device,
                         "dtype": dt, "status": "error", "pass": False,
                         "reason": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]})
     name = "gemma-3-270m-gguf"

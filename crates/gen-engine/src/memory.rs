@@ -1,8 +1,9 @@
 //! Batching up to a device's memory ([`BatchSize::Auto`]).
 //!
 //! On a GPU, greedy decoding is bound by the per-step launch and weight-streaming cost, which a
-//! larger batch shares among more rows: at 50 new tokens, the 124.7M peer Llama on an H100 made
-//! 3,347 tokens/s at batch 16 and 13,343 at batch 64 (bf16), in nearly the same time per step.
+//! larger batch shares among more rows. On an H100 (bf16, 50 new tokens) a 6.74B Llama's step
+//! took 15.3 ms at batch 16 and at batch 64, and 39.9 ms at 512; its 2,400-prompt study run took
+//! 38.6 s with `Auto` against ~115 s in batches of 16 (docs/performance.md, "On a GPU").
 //! So with `Auto` a GPU batch takes as many prompts, in length order, as the device's free
 //! memory holds (by [`row_bytes`], at most [`AUTO_MAX_BATCH`]); the CPU keeps the study's
 //! batches of [`DEFAULT_BATCH`], where a larger batch buys little and costs latency.
