@@ -6,7 +6,7 @@
 //! ```
 //! Without arguments it runs the tiny Llama parity fixture in `tests/fixtures/gen/llama`.
 
-use toxdrift::gen_engine::{self, GenerateParams, Generator, LoadOptions, Source};
+use toxdrift::gen_engine::{self, GenerateParams, LoadOptions, Source};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -23,12 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let source = Source::parse(&model, hub_source::RepoKind::Model)?;
     let loaded = gen_engine::load(&source, &LoadOptions::default())?;
-    let generator = Generator::new(
-        loaded.model.as_ref(),
-        &loaded.tokenizer,
-        &loaded.eos_token_ids,
-        GenerateParams::new(),
-    )?;
+    let generator = loaded.generator(GenerateParams::new())?;
     let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let start = std::time::Instant::now();
     let out = generator.generate(&texts)?;

@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use toxdrift::gen_engine::weights::Checkpoint;
 use toxdrift::gen_engine::{
-    self, DTypeChoice, ForwardCtx, GenerateParams, Generation, Generator, LoadOptions, LoadedModel,
+    self, DTypeChoice, ForwardCtx, GenerateParams, Generation, LoadOptions, LoadedModel,
 };
 use toxdrift::hate_classifier::{Backend, Device, HateClassifier};
 use toxdrift::hub_source::Source;
@@ -478,12 +478,7 @@ fn max_diff_real(got: &[Vec<Vec<f32>>], want: &[f32], mask: &[Vec<u8>]) -> Res<f
             off += g.len();
             if *m == 1 {
                 for (x, y) in g.iter().zip(w) {
-                    let d = (x - y).abs();
-                    worst = if d.is_nan() {
-                        f32::INFINITY
-                    } else {
-                        worst.max(d)
-                    };
+                    worst = worse(worst, (x - y).abs());
                 }
             }
         }
@@ -492,6 +487,15 @@ fn max_diff_real(got: &[Vec<Vec<f32>>], want: &[f32], mask: &[Vec<u8>]) -> Res<f
         return Err(format!("reference logits: {} values, model {off}", want.len()).into());
     }
     Ok(worst)
+}
+
+/// The larger of a running maximum and a new difference, a NaN difference counting as infinite.
+fn worse(max: f32, d: f32) -> f32 {
+    if d.is_nan() {
+        f32::INFINITY
+    } else {
+        max.max(d)
+    }
 }
 
 fn load(
@@ -513,7 +517,7 @@ fn load(
 
 fn greedy(m: &LoadedModel, prompts: &[Vec<u32>], max_new: usize) -> Res<Vec<Generation>> {
     let params = GenerateParams::new().max_new_tokens(max_new);
-    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+    let g = m.generator(params)?;
     Ok(g.generate_batch(prompts)?)
 }
 
@@ -700,11 +704,7 @@ fn reduced_vs_f32(
             }
             for (u, v) in x.iter().zip(y) {
                 let d = (u - v).abs();
-                max_abs = if d.is_nan() {
-                    f32::INFINITY
-                } else {
-                    max_abs.max(d)
-                };
+                max_abs = worse(max_abs, d);
                 err2 += (d as f64).powi(2);
                 ref2 += (*u as f64).powi(2);
             }
@@ -1093,7 +1093,7 @@ fn bench_model(
             .max_new_tokens(n_new)
             .min_new_tokens(n_new)
             .batch_size(b);
-        let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+        let g = m.generator(params)?;
         let tw = Instant::now();
         g.generate(&refs)?;
         let warmup_s = tw.elapsed().as_secs_f64();
@@ -1191,12 +1191,7 @@ fn check_real_gemma(
         let params = GenerateParams::new()
             .max_new_tokens(max_new)
             .batch_size(batch);
-        let g = Generator::new(
-            m32.model.as_ref(),
-            &m32.tokenizer,
-            &m32.eos_token_ids,
-            params,
-        )?;
+        let g = m32.generator(params)?;
         let t = Instant::now();
         let got: Vec<Vec<u32>> = g
             .generate(&texts)?
@@ -1274,7 +1269,7 @@ fn study_time(name: &str, m: &LoadedModel, dt: &str, args: &Args, out: &mut Vec<
         .batch_size(gen_engine::BatchSize::Auto)
         // The dry run's tiny stand-in has a 256-token window; the real models fit every prompt.
         .truncation(gen_engine::TruncationPolicy::LeftTruncate);
-    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+    let g = m.generator(params)?;
     let lengths = texts
         .iter()
         .map(|t| m.tokenizer.encode(t, true).map(|ids| ids.len()))

@@ -1,6 +1,7 @@
 //! `toxdrift generate` end to end on the tiny Llama fixture: JSONL out per design §3, resume
 //! without duplicates, exit code 2 on bad input.
 
+use std::path::Path;
 use std::process::Command;
 
 fn fixture(p: &str) -> String {
@@ -12,6 +13,22 @@ fn run(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// `toxdrift generate --model MODEL --prompts PROMPTS --out OUT EXTRA...`.
+fn generate(model: &str, prompts: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let (prompts, out) = (prompts.display().to_string(), out.display().to_string());
+    let mut args = vec![
+        "generate",
+        "--model",
+        model,
+        "--prompts",
+        &prompts,
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
 }
 
 #[test]
@@ -94,32 +111,19 @@ fn generate_bad_input_exits_2() {
     )
     .unwrap();
     let out = tmp.path().join("gens.jsonl");
-    let o = run(&[
-        "generate",
-        "--model",
+    let o = generate(
         &tmp.path().join("nope").display().to_string(),
-        "--prompts",
-        &prompts.display().to_string(),
-        "--out",
-        &out.display().to_string(),
-    ]);
+        &prompts,
+        &out,
+        &[],
+    );
     assert_eq!(
         o.status.code(),
         Some(2),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let o = run(&[
-        "generate",
-        "--model",
-        &fixture("llama"),
-        "--prompts",
-        &prompts.display().to_string(),
-        "--out",
-        &out.display().to_string(),
-        "--device",
-        "cuda:0",
-    ]);
+    let o = generate(&fixture("llama"), &prompts, &out, &["--device", "cuda:0"]);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -128,17 +132,7 @@ fn generate_bad_input_exits_2() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("cuda"));
     for bad in ["0", "lots"] {
-        let o = run(&[
-            "generate",
-            "--model",
-            &fixture("llama"),
-            "--prompts",
-            &prompts.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--batch-size",
-            bad,
-        ]);
+        let o = generate(&fixture("llama"), &prompts, &out, &["--batch-size", bad]);
         assert_eq!(o.status.code(), Some(2), "--batch-size {bad}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("batch") && err.contains(bad), "{err}");

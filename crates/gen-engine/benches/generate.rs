@@ -9,7 +9,7 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gen_engine::{GenerateParams, Generator, LoadOptions};
+use gen_engine::{GenerateParams, LoadOptions};
 use std::path::PathBuf;
 
 fn setup() -> (PathBuf, Vec<String>, Option<u32>) {
@@ -57,8 +57,7 @@ fn bench(c: &mut Criterion) {
             .min_new_tokens(new)
             .batch_size(batch)
             .pad_token_id(pad);
-        let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)
-            .expect("generator");
+        let g = m.generator(params).expect("generator");
         let texts: Vec<&str> = prompts.iter().take(batch).map(String::as_str).collect();
         let enc = g.encode(&texts).expect("encode");
         group.throughput(Throughput::Elements((batch * new) as u64));

@@ -8,7 +8,7 @@
 //! RAYON_NUM_THREADS=2 cargo run --release -p gen-engine --example peer_bench -- /tmp/peer-gen [reps]
 //! ```
 
-use gen_engine::{GenerateParams, Generator, LoadOptions};
+use gen_engine::{GenerateParams, LoadOptions};
 use std::time::Instant;
 
 fn vm_hwm_mib() -> f64 {
@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .batch_size(16)
         .pad_token_id(Some(3))
         .bucket_by_length(false);
-    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+    let g = m.generator(params)?;
     let enc = g.encode(&texts)?;
     let run =
         |batch: &[Vec<u32>]| -> Result<(f64, Vec<gen_engine::Generation>), gen_engine::Error> {

@@ -12,7 +12,7 @@
 //!     target/remote-venv/models/gemma-3-270m-q4_k_m.gguf tests/fixtures/real/gemma3-270m/reference.json 3
 //! ```
 
-use gen_engine::{GenerateParams, Generator, LoadOptions};
+use gen_engine::{GenerateParams, LoadOptions};
 use std::time::Instant;
 
 fn vm_hwm_mib() -> f64 {
@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .min_new_tokens(50)
         .batch_size(16)
         .bucket_by_length(false);
-    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+    let g = m.generator(params)?;
     let enc = g.encode(&texts)?;
     let prompt_tokens: usize = enc.iter().map(Vec::len).sum();
     let run = |batch: &[Vec<u32>]| -> Result<f64, gen_engine::Error> {

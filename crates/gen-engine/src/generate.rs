@@ -621,12 +621,7 @@ impl LocalGenerator {
     /// An owning generator; the parameters are validated here (as [`Generator::new`] does), and
     /// the model is named by its directory until [`LocalGenerator::with_model_name`].
     pub fn new(loaded: LoadedModel, params: GenerateParams) -> Result<Self> {
-        let g = Generator::new(
-            loaded.model.as_ref(),
-            &loaded.tokenizer,
-            &loaded.eos_token_ids,
-            params,
-        )?;
+        let g = loaded.generator(params)?;
         let (pad, params) = (g.pad, g.params);
         let name = loaded.dir.display().to_string();
         Ok(Self {
@@ -928,15 +923,11 @@ mod tests {
             let params = GenerateParams::new().max_new_tokens(6).batch_size(2);
             let m = fixture(family);
             let (mut direct_calls, mut seam_calls) = (Vec::new(), Vec::new());
-            let direct = Generator::new(
-                m.model.as_ref(),
-                &m.tokenizer,
-                &m.eos_token_ids,
-                params.clone(),
-            )
-            .unwrap()
-            .generate_with_progress(&prompts, &mut |n| direct_calls.push(n))
-            .unwrap();
+            let direct = m
+                .generator(params.clone())
+                .unwrap()
+                .generate_with_progress(&prompts, &mut |n| direct_calls.push(n))
+                .unwrap();
             let local = LocalGenerator::new(m, params).unwrap();
             assert_eq!(local.preferred_batch_size(), 2);
             let boxed: Box<dyn TextGenerator> = Box::new(local);
@@ -1037,8 +1028,7 @@ mod tests {
         for name in FAMILIES {
             let m = fixture(name);
             let params = GenerateParams::new().max_new_tokens(12);
-            let g =
-                Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+            let g = m.generator(params).unwrap();
             let encoded = g.encode(&prompts).unwrap();
             let lengths: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
             assert!(
@@ -1066,8 +1056,7 @@ mod tests {
             let m = fixture(name);
             let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
             let params = GenerateParams::new().max_new_tokens(max_new);
-            let g =
-                Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+            let g = m.generator(params).unwrap();
             let encoded = g.encode(&prompts).unwrap();
             assert!(
                 encoded.iter().any(|e| e.len() != encoded[0].len()),
@@ -1082,8 +1071,7 @@ mod tests {
             // factor set depends on the batch (see tests/parity.rs).
             if name != "phi35" {
                 let params = GenerateParams::new().max_new_tokens(max_new).batch_size(2);
-                let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)
-                    .unwrap();
+                let g = m.generator(params).unwrap();
                 for (i, out) in g.generate(&prompts).unwrap().iter().enumerate() {
                     assert_eq!(out.token_ids, want[i], "{name}: batched row {i} ids");
                 }
@@ -1098,7 +1086,7 @@ mod tests {
         let (prompts, want, _, _) = reference("llama31");
         let m = fixture("llama31");
         let params = GenerateParams::new().max_new_tokens(20).min_new_tokens(20);
-        let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+        let g = m.generator(params).unwrap();
         let encoded = g.encode(&[prompts[0].as_str()]).unwrap();
         let out = g.generate_batch(&encoded).unwrap();
         assert!(want[0].len() < 20 && m.eos_token_ids.contains(want[0].last().unwrap()));

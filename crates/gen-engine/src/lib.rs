@@ -34,11 +34,11 @@
 //!   generation backend; [`FinishReason`] is engine-api's.
 //!
 //! ```
-//! use gen_engine::{GenerateParams, Generator, LoadOptions};
+//! use gen_engine::{GenerateParams, LoadOptions};
 //! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/gen/llama");
 //! let m = gen_engine::load_dir(dir.as_ref(), &LoadOptions::default())?;
 //! let params = GenerateParams::new().max_new_tokens(8).batch_size(16);
-//! let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params)?;
+//! let g = m.generator(params)?;
 //! let out = g.generate(&["The tiny robot walked to the market", "Hello"])?;
 //! assert_eq!(out.len(), 2);
 //! assert!(out[0].token_ids.len() <= 8);

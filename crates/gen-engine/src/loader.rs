@@ -235,6 +235,19 @@ pub struct LoadedModel {
     pub lora_modules: Vec<String>,
 }
 
+impl LoadedModel {
+    /// A greedy generator over this model, its tokenizer and its EOS ids
+    /// ([`crate::Generator::new`], which validates `params`).
+    pub fn generator(&self, params: crate::GenerateParams) -> Result<crate::Generator<'_>> {
+        crate::Generator::new(
+            self.model.as_ref(),
+            &self.tokenizer,
+            &self.eos_token_ids,
+            params,
+        )
+    }
+}
+
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
     match std::fs::read_to_string(path) {
         Ok(t) => serde_json::from_str(&t)

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use gen_engine::{ForwardCtx, GenerateParams, Generator, LoadOptions};
+use gen_engine::{ForwardCtx, GenerateParams, LoadOptions};
 
 fn check_adapter(base: &str, adapter: &str, merge: bool) {
     let (r, refs) = reference(adapter);
@@ -26,13 +26,9 @@ fn check_adapter(base: &str, adapter: &str, merge: bool) {
     let (_, base_refs) = reference(base);
     let base_diff = max_diff_real(&logits, &base_refs["logits"], &r.attention_mask);
     assert!(base_diff > 1e-2, "adapter has no effect ({base_diff})");
-    let g = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new().max_new_tokens(r.max_new_tokens),
-    )
-    .unwrap();
+    let g = m
+        .generator(GenerateParams::new().max_new_tokens(r.max_new_tokens))
+        .unwrap();
     let gens = g.generate_batch(&unpadded(&r)).unwrap();
     let want = if merge {
         r.merged_completion_token_ids.clone().unwrap()

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use gen_engine::{Error, GenerateParams, Generator, LoadOptions, TruncationPolicy};
+use gen_engine::{Error, GenerateParams, LoadOptions, TruncationPolicy};
 use std::path::Path;
 
 fn copy_fixture(name: &str) -> tempfile::TempDir {
@@ -194,24 +194,16 @@ fn sharded_checkpoint_loads_like_the_single_file() {
 fn prompt_too_long_error_or_left_truncate() {
     let m = load("llama");
     let long = "The tiny robot walked to the market. ".repeat(40);
-    let g = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new(),
-    )
-    .unwrap();
+    let g = m.generator(GenerateParams::new()).unwrap();
     let e = g.generate(&[long.as_str()]).unwrap_err();
     assert!(matches!(e, Error::PromptTooLong { index: 0, .. }), "{e}");
-    let g = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new()
-            .max_new_tokens(6)
-            .truncation(TruncationPolicy::LeftTruncate),
-    )
-    .unwrap();
+    let g = m
+        .generator(
+            GenerateParams::new()
+                .max_new_tokens(6)
+                .truncation(TruncationPolicy::LeftTruncate),
+        )
+        .unwrap();
     let enc = g.encode(&[long.as_str()]).unwrap();
     assert_eq!(enc[0].len() + 6, m.model.info().max_position_embeddings);
     assert_eq!(enc[0][0], 1, "BOS kept");
@@ -222,13 +214,7 @@ fn prompt_too_long_error_or_left_truncate() {
 #[test]
 fn empty_prompt_list() {
     let m = load("llama");
-    let g = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new(),
-    )
-    .unwrap();
+    let g = m.generator(GenerateParams::new()).unwrap();
     assert!(matches!(g.generate(&[]).unwrap_err(), Error::EmptyPrompts));
     assert!(matches!(
         g.generate_batch(&[]).unwrap_err(),
@@ -239,13 +225,9 @@ fn empty_prompt_list() {
 #[test]
 fn invalid_parameters() {
     let m = load("llama");
-    let e = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new().batch_size(0),
-    )
-    .unwrap_err();
+    let e = m
+        .generator(GenerateParams::new().batch_size(0))
+        .unwrap_err();
     assert!(matches!(
         e,
         Error::InvalidParam {

@@ -5,18 +5,14 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use gen_engine::{ForwardCtx, GenerateParams, Generator};
+use gen_engine::{ForwardCtx, GenerateParams};
 
 #[test]
 fn chat_template_mode_renders_the_tokenizer_template() {
     let m = load("llama");
-    let g = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new().chat_template(true).max_new_tokens(4),
-    )
-    .unwrap();
+    let g = m
+        .generator(GenerateParams::new().chat_template(true).max_new_tokens(4))
+        .unwrap();
     let enc = g.encode(&["Hello"]).unwrap();
     let want = m
         .tokenizer
@@ -33,13 +29,9 @@ fn min_new_tokens_suppresses_eos() {
     let m = load("llama31");
     // Row 0 stops on an EOS id after 11 tokens; with min_new_tokens = 20 it must not.
     let ids = unpadded(&r);
-    let g = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new().max_new_tokens(20).min_new_tokens(20),
-    )
-    .unwrap();
+    let g = m
+        .generator(GenerateParams::new().max_new_tokens(20).min_new_tokens(20))
+        .unwrap();
     let out = g.generate_batch(&ids[..1]).unwrap();
     assert_eq!(out[0].token_ids.len(), 20);
     assert_eq!(out[0].token_ids[..10], r.completion_token_ids[0][..10]);
@@ -59,20 +51,12 @@ fn bucketing_keeps_input_order() {
         "Hello",
         "The tiny robot",
     ];
-    let g1 = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new().max_new_tokens(8).batch_size(1),
-    )
-    .unwrap();
-    let g3 = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new().max_new_tokens(8).batch_size(3),
-    )
-    .unwrap();
+    let g1 = m
+        .generator(GenerateParams::new().max_new_tokens(8).batch_size(1))
+        .unwrap();
+    let g3 = m
+        .generator(GenerateParams::new().max_new_tokens(8).batch_size(3))
+        .unwrap();
     let a = g1.generate(&prompts).unwrap();
     let b = g3.generate(&prompts).unwrap();
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {

@@ -10,7 +10,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use common::{ids_tensor, mask_tensor, max_diff_real};
 use gen_engine::gguf::{GgufFile, hf_config, tokenizer_from_gguf};
-use gen_engine::{Error, ForwardCtx, GenerateParams, Generator, LoadOptions, LoadedModel};
+use gen_engine::{Error, ForwardCtx, GenerateParams, LoadOptions, LoadedModel};
 use hub_source::{Hub, HubRepo, RepoKind, Source, layout};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ fn check_case(name: &str) {
     let params = GenerateParams::new()
         .max_new_tokens(r.max_new_tokens)
         .batch_size(prompts.len());
-    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+    let g = m.generator(params).unwrap();
     let gens = g.generate(&prompts).unwrap();
     for (i, got) in gens.iter().enumerate() {
         assert_eq!(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use gen_engine::{ForwardCtx, GenerateParams, Generator};
+use gen_engine::{ForwardCtx, GenerateParams};
 
 fn check_family(name: &str) {
     let (r, refs) = reference(name);
@@ -15,7 +15,7 @@ fn check_family(name: &str) {
     // The tokenizer reproduces transformers' left-padded encoding; logits and greedy ids match.
     let prompts: Vec<&str> = r.prompts.iter().map(String::as_str).collect();
     let params = GenerateParams::new().max_new_tokens(r.max_new_tokens);
-    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+    let g = m.generator(params).unwrap();
     let (_, gens) = check_against_reference(name, "transformers", m.model.as_ref(), &g, &r, &refs);
     for (i, got) in gens.iter().enumerate() {
         assert_eq!(got.text, r.completions[i], "{name}: row {i} text");
@@ -26,15 +26,13 @@ fn check_family(name: &str) {
     if name == "phi35" {
         return;
     }
-    let g2 = Generator::new(
-        m.model.as_ref(),
-        &m.tokenizer,
-        &m.eos_token_ids,
-        GenerateParams::new()
-            .max_new_tokens(r.max_new_tokens)
-            .batch_size(2),
-    )
-    .unwrap();
+    let g2 = m
+        .generator(
+            GenerateParams::new()
+                .max_new_tokens(r.max_new_tokens)
+                .batch_size(2),
+        )
+        .unwrap();
     let gens2 = g2.generate(&prompts).unwrap();
     for (i, got) in gens2.iter().enumerate() {
         assert_eq!(

@@ -12,7 +12,7 @@
 //! --ignored` checks the HF-layout checkpoint transformers makes from the GGUF
 //! (`fx_real.py --hf-dir <dir>`, bf16 safetensors + tokenizer.json) the same way.
 
-use gen_engine::{GenerateParams, Generator, LoadOptions, LoadedModel};
+use gen_engine::{GenerateParams, LoadOptions, LoadedModel};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -98,7 +98,7 @@ fn check_greedy(m: &LoadedModel, r: &Reference, want: &Greedy, batch: usize, wha
     let params = GenerateParams::new()
         .max_new_tokens(r.max_new_tokens)
         .batch_size(batch);
-    let g = Generator::new(m.model.as_ref(), &m.tokenizer, &m.eos_token_ids, params).unwrap();
+    let g = m.generator(params).unwrap();
     let t = Instant::now();
     let gens = g.generate(&prompts).unwrap();
     let tokens: usize = gens.iter().map(|g| g.token_ids.len()).sum();
