@@ -3,9 +3,7 @@
 //! line on stderr for the sampler, the JSON with differences candidate − baseline; an empty
 //! scores file is bad input (exit 2).
 
-mod common;
-
-use common::toxdrift;
+use crate::common::toxdrift;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -2,9 +2,7 @@
 //! 1 other failure), the one verdict line on stdout, the JSON verdict, and the model card
 //! (rates, HDIs, a `model-index` block that parses as YAML).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -10,9 +10,8 @@
 #[path = "../crates/remote-gen/tests/common/llama_server.rs"]
 mod llama_server;
 
-mod common;
-
-use common::toxdrift;
+use crate::common;
+use crate::common::toxdrift;
 use llama_server::{LlamaServer, MODEL_NAME};
 use serde_json::Value;
 use std::path::Path;
@@ -49,6 +48,10 @@ fn prompt_set(dir: &Path, n: usize) -> (std::path::PathBuf, Vec<String>) {
 /// The most prompts a test here generates.
 const MAX_PROMPTS: usize = 8;
 
+/// New tokens per prompt: fewer than the paper's 50, as these tests check the client (order,
+/// concurrency, replicas, failures), not the model; every run and the reference use the same.
+const NEW_TOKENS: usize = 20;
+
 /// The reference for the first `n` prompts: direct `/completion` calls, as (text, token ids,
 /// finish reason). Computed once per test binary, on a one-slot server of its own (the same
 /// build, model and settings as every test's server), and shared by the tests.
@@ -61,7 +64,7 @@ fn reference(n: usize) -> Vec<(String, Vec<u32>, String)> {
         let (_, texts) = prompt_set(tmp.path(), MAX_PROMPTS);
         let server = LlamaServer::start(1, 1).unwrap();
         server
-            .direct_completions(&texts)
+            .direct_completions(&texts, NEW_TOKENS)
             .unwrap()
             .iter()
             .map(|l| {
@@ -100,7 +103,10 @@ fn generate(
     for u in urls {
         c.arg("--endpoint").arg(u);
     }
-    c.args(["--served-model", MODEL_NAME, "--max-in-flight"])
+    c.args(["--served-model", MODEL_NAME])
+        .arg("--max-new-tokens")
+        .arg(NEW_TOKENS.to_string())
+        .arg("--max-in-flight")
         .arg(in_flight.to_string())
         .arg("--prompts")
         .arg(prompts)
@@ -216,6 +222,7 @@ fn a_server_killed_mid_run_stops_the_run_and_a_rerun_resumes_in_order() {
         .env("TOXDRIFT_TEST_STALL_MS", "400")
         .args(["generate", "--endpoint", &server.base_url()])
         .args(["--served-model", MODEL_NAME, "--max-in-flight", "1"])
+        .args(["--max-new-tokens", &NEW_TOKENS.to_string()])
         .args(["--retry-budget", "3", "--prompts"])
         .arg(&prompts)
         .arg("--out")

@@ -1,8 +1,6 @@
 //! Bad study files: clear errors naming the file and line, exit code 2, and nothing written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 /// The smoke study with its fixture paths made absolute, so that a copy works anywhere.

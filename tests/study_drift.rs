@@ -3,9 +3,7 @@
 //! end; a drift model that is not fine-tuned and an empty checkpoint directory are bad input
 //! naming the study file's line (exit code 2).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use toxdrift::plan::{Plan, Stage};
 use toxdrift::report::Report;

@@ -2,9 +2,7 @@
 //! run offline (`HF_HUB_OFFLINE=1`) from a Hugging Face cache laid out in a temp directory
 //! (`<HF_HOME>/hub/{models,datasets}--owner--name/snapshots/<rev>/…`, `refs/main`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hub_source::{HubRepo, layout};
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";

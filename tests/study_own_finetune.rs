@@ -5,9 +5,7 @@
 //! of the prompts and the classifier served from a Hugging Face cache laid out in a temp
 //! directory (the tiny fixtures under those ids).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hub_source::{HubRepo, layout};
 use std::path::Path;
 

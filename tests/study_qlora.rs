@@ -1,9 +1,7 @@
 //! The study's switch for the paper's 4-bit setting: `[finetune] base_4bit = true` trains the
 //! LoRA over a bitsandbytes NF4 base (QLoRA) and refuses a base that is not one.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 fn study(base: &Path) -> String {

@@ -1,9 +1,7 @@
 //! Kill -9 the runner during generation and during training, run it again, and check that the
 //! final outputs equal an uninterrupted run's byte for byte.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,7 @@
 //! a plan that cannot run, empty inputs are bad input, and errors about a model name it and its
 //! line in the study file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

@@ -4,9 +4,8 @@
 //! only from converged samplers, draws every pair; the terminal gets a few lines at most; a
 //! second run does nothing and rewrites the same report.
 
-mod common;
-
-use common::*;
+use crate::common;
+use crate::common::*;
 use toxdrift::records::read_scores;
 use toxdrift::report::{DIRECTION, Report, ScoreRow, percent, signed_pp, toxic_rates};
 

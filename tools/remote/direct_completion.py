@@ -2,7 +2,8 @@
 """The reference for the remote-generation equality test: direct llama.cpp `/completion` calls.
 
     python3 tools/remote/direct_completion.py --url http://127.0.0.1:PORT[/v1] \
-        --prompts tests/fixtures/samples/rtp/prompts.jsonl --limit 16 [--out ref.jsonl] [--raw-dir DIR]
+        --prompts tests/fixtures/samples/rtp/prompts.jsonl --limit 16 [--out ref.jsonl] [--raw-dir DIR] \
+        [--n-predict N]
 
 One request per prompt, in order, one at a time, with the paper's settings (greedy, every sampler
 knob neutral, 50 new tokens, stop at EOS, BOS added by the server as the GGUF says, prompt cache
@@ -83,6 +84,7 @@ def main(argv):
     ap.add_argument("--limit", type=int, default=0, help="first N prompts only (0: all)")
     ap.add_argument("--out", help="JSON lines output (default stdout)")
     ap.add_argument("--raw-dir", help="also save each raw response body here")
+    ap.add_argument("--n-predict", type=int, default=PAPER_BODY["n_predict"], help="new tokens (default: the paper's 50)")
     a = ap.parse_args(argv)
 
     prompts = (read_prompts(a.prompts) if a.prompts else []) + a.prompt
@@ -95,7 +97,7 @@ def main(argv):
         os.makedirs(a.raw_dir, exist_ok=True)
     out = open(a.out, "w", encoding="utf-8") if a.out else sys.stdout
     for i, p in enumerate(prompts):
-        r = complete(root, p)
+        r = complete(root, p, extra={"n_predict": a.n_predict})
         if a.raw_dir:
             with open(os.path.join(a.raw_dir, f"completion_{i}.json"), "w", encoding="utf-8") as f:
                 json.dump(r, f, indent=2, ensure_ascii=False)

@@ -1,7 +1,5 @@
 //! The builder, reproducibility, summaries, CSV export and bad input.
 
-mod common;
-
 use best_mcmc::{Best, Error, Group, PriorParams, Priors, RopeDecision, SigmaPrior};
 
 fn small() -> (Vec<f64>, Vec<f64>) {

@@ -1,9 +1,7 @@
 //! R-hat, ESS, MCSE and HDI against ArviZ 0.23 on fixed draws.
 
-mod common;
-
+use crate::common::{f64s, load, rel};
 use best_mcmc::diagnostics;
-use common::{f64s, load, rel};
 use ndarray::Array2;
 
 #[test]

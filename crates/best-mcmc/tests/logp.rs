@@ -1,9 +1,7 @@
 //! The log density and its gradient against PyMC's `compile_logp()` / `compile_dlogp()`.
 
-mod common;
-
+use crate::common::{f64s, load, scores};
 use best_mcmc::{BestModel, Priors};
-use common::{f64s, load, scores};
 
 #[test]
 fn log_density_matches_pymc_with_and_without_jacobian() {

@@ -1,10 +1,8 @@
 //! The posterior of the paper's model against PyMC's (NUTS, 4 chains) on the fixture's
 //! 2 x 2,400 synthetic toxicity scores.
 
-mod common;
-
+use crate::common::{load, scores};
 use best_mcmc::{Best, Priors};
-use common::{load, scores};
 
 #[test]
 fn posterior_matches_pymc() {

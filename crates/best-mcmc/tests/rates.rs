@@ -1,9 +1,7 @@
 //! The Beta(1,1)-Binomial rate comparison against scipy (closed form and quadrature).
 
-mod common;
-
+use crate::common::load;
 use best_mcmc::{Error, compare_rates};
-use common::load;
 
 #[test]
 fn rate_comparison_matches_the_closed_form() {

@@ -1,8 +1,6 @@
 //! PEFT adapters made by peft: outputs match peft's, merged into the base and as a separate path.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gen_engine::{ForwardCtx, GenerateParams, LoadOptions};
 
 fn check_adapter(base: &str, adapter: &str, merge: bool) {

@@ -1,8 +1,6 @@
 //! Bad input gets a typed error naming the file, tensor or prompt — never a panic.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gen_engine::{Error, GenerateParams, LoadOptions, TruncationPolicy};
 use std::path::Path;
 

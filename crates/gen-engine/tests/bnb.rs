@@ -5,10 +5,8 @@
 //! 1e-4 at real positions, greedy continuations identical, dequantized weights equal to
 //! bitsandbytes' `dequantize_4bit`; a malformed quant state is an error naming the tensor.
 
-mod common;
-
+use crate::common::{Reference, check_against_reference};
 use candle_core::{DType, Device, Tensor};
-use common::{Reference, check_against_reference};
 use gen_engine::quant::Quant4Type;
 use gen_engine::weights::{Checkpoint, Weights};
 use gen_engine::{GenerateParams, Generator, LinearFactory, LoadOptions, LoraPlan};

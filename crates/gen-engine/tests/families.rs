@@ -1,9 +1,8 @@
 //! The family registry: supported architectures, each family's PEFT LoRA targets, and
 //! [`gen_engine::models::default_lora_targets`] on checkpoints.
 
-mod common;
-
-use common::fixture;
+use crate::common;
+use crate::common::fixture;
 use gen_engine::Error;
 use gen_engine::models::{default_lora_targets, lora_targets};
 

@@ -1,10 +1,8 @@
 //! Generation options beyond the parity batch: chat template, min_new_tokens, input order under
 //! bucketing, KV-cache decoding equal to full recomputation.
 
-mod common;
-
+use crate::common::*;
 use candle_core::{Device, Tensor};
-use common::*;
 use gen_engine::{ForwardCtx, GenerateParams};
 
 #[test]

@@ -3,12 +3,10 @@
 //! rebuilt from the metadata, tokenizer ids, logits of a left-padded batch within 1e-4 and 50-token
 //! greedy continuations identical — and the typed errors for bad files.
 
-mod common;
-
+use crate::common::{ids_tensor, mask_tensor, max_diff_real};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use common::{ids_tensor, mask_tensor, max_diff_real};
 use gen_engine::gguf::{GgufFile, hf_config, tokenizer_from_gguf};
 use gen_engine::{Error, ForwardCtx, GenerateParams, LoadOptions, LoadedModel};
 use hub_source::{Hub, HubRepo, RepoKind, Source, layout};

@@ -1,9 +1,7 @@
 //! Loading through the Hugging Face cache layout (offline), and the f16 / bf16 dtypes.
 
-mod common;
-
+use crate::common::*;
 use candle_core::DType;
-use common::*;
 use gen_engine::{DTypeChoice, Error, ForwardCtx, Hub, LoadOptions, Source};
 use hub_source::{HubRepo, RepoKind, layout};
 

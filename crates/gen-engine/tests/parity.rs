@@ -3,9 +3,7 @@
 //! 50-token greedy continuations identical to `generate(do_sample=False)`. Configs are in the
 //! hub's 4.x layout, except `gemma3-v5` (transformers 5's).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gen_engine::{ForwardCtx, GenerateParams};
 
 fn check_family(name: &str) {

@@ -2,10 +2,8 @@
 //! with differentiable ops, gradients that agree with finite differences, and a training forward
 //! that agrees with peft's outputs when started from a peft adapter.
 
-mod common;
-
+use crate::common::*;
 use candle_core::{D, DType, Tensor};
-use common::*;
 use gen_engine::{Adapter, ForwardCtx, LoadOptions, LoraConfig, LoraInit, LoraPlan};
 use std::sync::Arc;
 

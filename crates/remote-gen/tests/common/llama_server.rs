@@ -196,13 +196,19 @@ impl LlamaServer {
     }
 
     /// The reference for the equality test: `tools/remote/direct_completion.py` on this server,
-    /// one direct `/completion` call per prompt with the paper's settings, in order. Returns its
+    /// one direct `/completion` call per prompt with the paper's settings but `n_predict` new
+    /// tokens, in order. Returns its
     /// JSON lines: `{"index", "prompt", "text", "tokens", "stop_type", "tokens_predicted",
     /// "tokens_evaluated"}`.
-    pub fn direct_completions<S: AsRef<str>>(&self, prompts: &[S]) -> io::Result<Vec<String>> {
+    pub fn direct_completions<S: AsRef<str>>(
+        &self,
+        prompts: &[S],
+        n_predict: usize,
+    ) -> io::Result<Vec<String>> {
         let script = repo_root().join("tools/remote/direct_completion.py");
         let mut cmd = Command::new(python());
         cmd.arg(&script).arg("--url").arg(self.root_url());
+        cmd.arg("--n-predict").arg(n_predict.to_string());
         for p in prompts {
             cmd.arg("--prompt").arg(p.as_ref());
         }

@@ -1,0 +1,7 @@
+//! The integration tests, one binary (each file is a module: one link instead of one per file,
+//! and the files' tests run in parallel with each other).
+
+mod bad_input;
+mod build;
+mod hub_sources;
+mod samples;
