@@ -11,6 +11,9 @@
 //! RAYON_NUM_THREADS=2 target/release/examples/real_bench \
 //!     target/remote-venv/models/gemma-3-270m-q4_k_m.gguf tests/fixtures/real/gemma3-270m/reference.json 3
 //! ```
+//!
+//! The third argument is the batch-16 repetitions (median reported; 0: batch 1 only, for
+//! profiling it); a fourth, `f32`, dequantizes the GGUF at load.
 
 use gen_engine::{GenerateParams, LoadOptions};
 use std::time::Instant;
@@ -76,9 +79,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(out.iter().all(|o| o.token_ids.len() == 50));
         Ok(t.elapsed().as_secs_f64())
     };
-    run(&enc)?; // warm-up
-    let b16: Vec<f64> = (0..reps).map(|_| run(&enc)).collect::<Result<_, _>>()?;
-    let b16_s = median(b16);
+    // `reps` 0: batch 1 only (for profiling it); the batch-16 figures are then null.
+    let b16_s = if reps == 0 {
+        run(&enc[..1])?; // warm-up
+        f64::NAN
+    } else {
+        run(&enc)?; // warm-up
+        median((0..reps).map(|_| run(&enc)).collect::<Result<_, _>>()?)
+    };
     // Batch 1: every prompt alone, one pass (prefill included), as llama.cpp with one slot.
     let mut b1_total = 0.0;
     for p in &enc {
