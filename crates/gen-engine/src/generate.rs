@@ -318,6 +318,24 @@ impl<'a> Generator<'a> {
 
     /// Generates for one batch of encoded prompts exactly as given (left-padded together).
     pub fn generate_batch(&self, prompts: &[Vec<u32>]) -> Result<Vec<Generation>> {
+        if !self.model.info().device.is_cpu() || rayon::current_thread_index().is_some() {
+            return self.batch_here(prompts);
+        }
+        // On the CPU, called from outside rayon's pool (the usual case): the whole run goes to
+        // one of the pool's workers, and this thread sleeps until it is done. Otherwise this
+        // thread would run the serial steps (norms, attention, sampling) while the workers that
+        // just split a product spin waiting for the next one: with as many workers as cores,
+        // three threads would share them (batch 1 on the real Gemma-3-270M: 8% faster).
+        let mut out = None;
+        rayon::scope(|s| s.spawn(|_| out = Some(self.batch_here(prompts))));
+        out.unwrap_or(Err(Error::InvalidParam {
+            name: "internal",
+            msg: "the generation task did not run".into(),
+        }))
+    }
+
+    /// [`generate_batch`](Self::generate_batch) on the calling thread.
+    fn batch_here(&self, prompts: &[Vec<u32>]) -> Result<Vec<Generation>> {
         if prompts.is_empty() {
             return Err(Error::EmptyPrompts);
         }
