@@ -9,6 +9,7 @@
 use toxdrift::gen_engine::{self, GenerateParams, LoadOptions, Source};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    toxdrift::threads::join_pool();
     let mut args = std::env::args().skip(1);
     let model = args.next().unwrap_or_else(|| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gen/llama").to_string()

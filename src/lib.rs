@@ -30,6 +30,7 @@ pub mod records;
 pub mod report;
 pub mod runner;
 pub mod study;
+pub mod threads;
 
 mod figures;
 mod model_stages;

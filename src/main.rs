@@ -64,6 +64,8 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
+    // This thread does its share of every parallel product (see `toxdrift::threads`).
+    toxdrift::threads::join_pool();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // Ctrl-C: every output is written crash-safe (fsynced appends, atomic files), so stopping

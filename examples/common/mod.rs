@@ -23,6 +23,7 @@ struct Args {
 /// and prints where the report is. Exit code 2: bad input (study file, data, arguments);
 /// 1: anything else.
 pub fn main(comparison: &str, about: &'static str) -> std::process::ExitCode {
+    toxdrift::threads::join_pool();
     let matches = Args::command().about(about).get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match toxdrift::runner::run_comparison(

@@ -31,6 +31,10 @@ fn vm_hwm_mib() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     lora_train::memory::keep_freed_memory();
+    // This thread is one of the pool's (see `Trainer::train`).
+    rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global()?;
     let dir = PathBuf::from(
         std::env::args()
             .nth(1)

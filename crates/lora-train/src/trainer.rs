@@ -273,6 +273,11 @@ impl<'a> Trainer<'a> {
     /// steps (adapter, optimizer moments, step, the step log) and every step is appended to
     /// `train_log.jsonl`; with `resume`, the newest checkpoint is loaded first and the run goes
     /// on exactly where it stopped (the data order is a function of seed and epoch).
+    ///
+    /// On the CPU, call it from a thread of rayon's pool — e.g. a `main` that first ran
+    /// `rayon::ThreadPoolBuilder::new().use_current_thread().build_global()`, as the `toxdrift`
+    /// binary does (`toxdrift::threads::join_pool`): from any other thread the serial parts of
+    /// each step run beside the pool's spinning workers (13–15% slower per step on 2 cores).
     pub fn train(
         &self,
         examples: &[Example],
