@@ -1070,9 +1070,77 @@ impl WeightBlock {
     }
 }
 
+/// A frozen weight packed for [`packed_matmul`]: `W` for the forward product (`x Wᵀ`) and `Wᵀ`
+/// for the input gradient (`g W`). Its kernels run these 512-row products faster than gemm
+/// (which packs the weight again at every call), most of all those with 2,048 inputs.
+#[derive(Debug)]
+pub(crate) struct PackedPair {
+    w: packed_matmul::PackedLinear,
+    wt: packed_matmul::PackedLinear,
+}
+
+/// A layer's [`PackedPair`] for training, built on its first fused product and kept, keyed by
+/// the weight tensors it was built from (a layer whose weight is replaced packs again).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PackedCache(Arc<Mutex<Option<PackedFor>>>);
+
+/// A [`PackedPair`] and the ids of the weight tensors it was packed from.
+type PackedFor = (Vec<candle_core::TensorId>, Arc<PackedPair>);
+
+impl PackedCache {
+    /// The pair for `blocks` (`out_dim × in_dim` in all), packed now if it is not yet.
+    fn get(
+        &self,
+        blocks: &[WeightBlock],
+        in_dim: usize,
+        out_dim: usize,
+    ) -> CResult<Arc<PackedPair>> {
+        let ids: Vec<_> = blocks.iter().map(|b| b.tensor().id()).collect();
+        let mut slot = self
+            .0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused-linear: packed cache poisoned".into()))?;
+        if let Some((have, pair)) = &*slot
+            && *have == ids
+        {
+            return Ok(Arc::clone(pair));
+        }
+        // `W` row-major (`out × in`), block by block.
+        let mut w = vec![0f32; out_dim * in_dim];
+        let mut off = 0;
+        for blk in blocks {
+            let (oi, _) = blk.dims()?;
+            let rows = &mut w[off * in_dim..(off + oi) * in_dim];
+            with_data(blk.tensor(), "fused-linear", |d| match blk {
+                WeightBlock::Rows(_) => rows.copy_from_slice(d),
+                WeightBlock::Cols(_) => {
+                    rows.par_chunks_mut(in_dim)
+                        .enumerate()
+                        .for_each(|(o, row)| {
+                            for (i, v) in row.iter_mut().enumerate() {
+                                *v = d[i * oi + o];
+                            }
+                        })
+                }
+            })?;
+            off += oi;
+        }
+        let err = |e: packed_matmul::Error| candle_core::Error::Msg(format!("fused-linear: {e}"));
+        let pair = Arc::new(PackedPair {
+            w: packed_matmul::PackedLinear::from_rows(&w, out_dim, in_dim, None).map_err(err)?,
+            wt: packed_matmul::PackedLinear::from_transposed(&w, out_dim, in_dim, None)
+                .map_err(err)?,
+        });
+        *slot = Some((ids, Arc::clone(&pair)));
+        Ok(pair)
+    }
+}
+
 /// The frozen part of a linear layer.
 struct Frozen {
     blocks: Vec<WeightBlock>,
+    /// The same weight packed, when the layer keeps a [`PackedCache`].
+    packed: Option<Arc<PackedPair>>,
     bias: Option<Vec<f32>>,
     in_dim: usize,
     out_dim: usize,
@@ -1092,7 +1160,11 @@ impl Frozen {
     fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> CResult<()> {
         let (k, out) = (self.in_dim, self.out_dim);
         let mut off = 0;
-        for blk in &self.blocks {
+        if let Some(p) = &self.packed {
+            p.w.matmul(x, n, y)
+                .map_err(|e| candle_core::Error::Msg(format!("fused-linear: {e}")))?;
+        }
+        for blk in self.blocks.iter().filter(|_| self.packed.is_none()) {
             let (oi, _) = blk.dims()?;
             with_data(blk.tensor(), "fused-linear", |w| {
                 mm(
@@ -1119,6 +1191,12 @@ impl Frozen {
     /// `dx = g W` for `g` `[n, out]` into `dx` `[n, in]`.
     fn input_grad(&self, g: &[f32], n: usize, dx: &mut [f32]) -> CResult<()> {
         let (k, out) = (self.in_dim, self.out_dim);
+        if let Some(p) = &self.packed {
+            return p
+                .wt
+                .matmul(g, n, dx)
+                .map_err(|e| candle_core::Error::Msg(format!("fused-linear: {e}")));
+        }
         let mut off = 0;
         for (i, blk) in self.blocks.iter().enumerate() {
             let (oi, _) = blk.dims()?;
@@ -1324,6 +1402,7 @@ pub(crate) fn linear(
     blocks: &[WeightBlock],
     bias: Option<&Tensor>,
     lora: Option<(&Tensor, &Tensor, f64)>,
+    cache: Option<&PackedCache>,
 ) -> Result<Option<Tensor>> {
     if !fits(x) || blocks.is_empty() || blocks.iter().any(|b| !fits(b.tensor())) {
         return Ok(None);
@@ -1344,8 +1423,13 @@ pub(crate) fn linear(
         Some(b) => Some(to_vec(b, "fused-linear")?),
         None => None,
     };
+    let packed = match cache {
+        Some(c) => Some(c.get(blocks, in_dim, out_dim)?),
+        None => None,
+    };
     let frozen = Frozen {
         blocks: blocks.to_vec(),
+        packed,
         bias,
         in_dim,
         out_dim,
@@ -1694,13 +1778,19 @@ mod tests {
                 WeightBlock::Cols(wt.narrow(1, 16, 24).unwrap().contiguous().unwrap()),
             ],
         ];
-        for blocks in &layouts {
+        // Through gemm, and through a packed pair (built on the first call, reused after).
+        for (blocks, cache) in layouts
+            .iter()
+            .flat_map(|b| [(b, None), (b, Some(PackedCache::default()))])
+        {
+            let cache = cache.as_ref();
             // With LoRA.
             let f = linear(
                 x.as_tensor(),
                 blocks,
                 Some(&bias),
                 Some((a.as_tensor(), bm.as_tensor(), scale)),
+                cache,
             )
             .unwrap()
             .unwrap();
@@ -1723,7 +1813,9 @@ mod tests {
             let gg = grads(&g, &probe, &[&x, &a, &bm]);
             check("lora linear backward", &gf, &gg, 1e-4);
             // Frozen only.
-            let f = linear(x.as_tensor(), blocks, None, None).unwrap().unwrap();
+            let f = linear(x.as_tensor(), blocks, None, None, cache)
+                .unwrap()
+                .unwrap();
             let g = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
             check(
                 "frozen linear forward",
@@ -1749,6 +1841,7 @@ mod tests {
             &[WeightBlock::Rows(w.clone())],
             None,
             Some((a.as_tensor(), bm.as_tensor(), 0.5)),
+            None,
         )
         .unwrap()
         .unwrap();
@@ -1786,11 +1879,40 @@ mod tests {
             &[WeightBlock::Rows(w)],
             None,
             Some((a.as_tensor(), bm.as_tensor(), 2.0)),
+            Some(&PackedCache::default()),
         )
         .unwrap()
         .unwrap();
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         assert!(g.get(&x).is_none());
         assert!(g.get(a.as_tensor()).is_some() && g.get(bm.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn a_packed_cache_follows_its_layer_s_weight() {
+        let x = randn(&[4, 32], 40);
+        let (w1, w2) = (randn(&[24, 32], 41), randn(&[24, 32], 42));
+        let cache = PackedCache::default();
+        for w in [&w1, &w1, &w2] {
+            let y = linear(
+                &x,
+                &[WeightBlock::Rows(w.clone())],
+                None,
+                None,
+                Some(&cache),
+            )
+            .unwrap()
+            .unwrap();
+            let want = x.matmul(&w.t().unwrap()).unwrap();
+            check(
+                "packed forward",
+                std::slice::from_ref(&y),
+                std::slice::from_ref(&want),
+                1e-5,
+            );
+        }
+        let first = cache.get(&[WeightBlock::Rows(w2.clone())], 32, 24).unwrap();
+        let again = cache.get(&[WeightBlock::Rows(w2)], 32, 24).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "packed once per weight");
     }
 }

@@ -578,6 +578,8 @@ pub struct LoraLinear {
     bias: Option<Tensor>,
     lora: Option<LoraPath>,
     name: String,
+    /// The frozen weight packed for training's fused products (CPU, f32), built on first use.
+    train_packed: fused::PackedCache,
 }
 
 impl LoraLinear {
@@ -588,6 +590,7 @@ impl LoraLinear {
             bias,
             lora: None,
             name: name.into(),
+            train_packed: Default::default(),
         }
     }
 
@@ -599,6 +602,7 @@ impl LoraLinear {
             bias: None,
             lora: None,
             name: name.into(),
+            train_packed: Default::default(),
         }
     }
 
@@ -827,7 +831,13 @@ impl LoraLinear {
             Some(l) => Some((&l.a, &l.b, l.scale)),
             None => None,
         };
-        fused::linear(x, &blocks, self.bias.as_ref(), lora)
+        fused::linear(
+            x,
+            &blocks,
+            self.bias.as_ref(),
+            lora,
+            Some(&self.train_packed),
+        )
     }
 
     /// Fuses layers sharing an input into one (weights stacked along the output dimension), when
@@ -895,6 +905,7 @@ impl LoraLinear {
             bias,
             lora: None,
             name: name.into(),
+            train_packed: Default::default(),
         }))
     }
 }
@@ -1092,6 +1103,7 @@ impl LinearFactory {
                 bias,
                 lora: None,
                 name: vb.prefix().to_string(),
+                train_packed: Default::default(),
             };
             if self.dequantize_4bit {
                 layer = layer.dequantized()?;
@@ -1108,6 +1120,7 @@ impl LinearFactory {
                 bias,
                 lora: None,
                 name: vb.prefix().to_string(),
+                train_packed: Default::default(),
             };
             return self.attach(layer);
         }
