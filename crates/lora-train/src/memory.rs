@@ -1,7 +1,9 @@
 //! Opt-in, process-wide allocator tuning for training.
 
 /// Asks glibc's malloc to keep freed memory for reuse instead of handing large blocks back to the
-/// kernel: the mmap threshold goes to its maximum (32 MiB) and the trim threshold to 2 GiB.
+/// kernel: the mmap threshold goes to its maximum (32 MiB), the trim threshold to 2 GiB, and
+/// blocks above 32 MiB (a 512 × 32,000 logits buffer and its gradient) come from the heap too
+/// (`M_MMAP_MAX` 0; glibc still falls back to `mmap` when the heap cannot grow).
 ///
 /// A training step frees and reallocates activation-sized buffers at every op. With glibc's
 /// defaults each large one is a fresh `mmap` and its release a `munmap`, so the step pays page
@@ -15,6 +17,7 @@ pub fn keep_freed_memory() -> bool {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                && libc::mallopt(libc::M_MMAP_MAX, 0) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
