@@ -1125,15 +1125,20 @@ impl PackedCache {
             })?;
             off += oi;
         }
-        let err = |e: packed_matmul::Error| candle_core::Error::Msg(format!("fused-linear: {e}"));
         let pair = Arc::new(PackedPair {
-            w: packed_matmul::PackedLinear::from_rows(&w, out_dim, in_dim, None).map_err(err)?,
+            w: packed_matmul::PackedLinear::from_rows(&w, out_dim, in_dim, None)
+                .map_err(packed_error)?,
             wt: packed_matmul::PackedLinear::from_transposed(&w, out_dim, in_dim, None)
-                .map_err(err)?,
+                .map_err(packed_error)?,
         });
         *slot = Some((ids, Arc::clone(&pair)));
         Ok(pair)
     }
+}
+
+/// A packed product's error as a candle error of the fused linear op.
+fn packed_error(e: packed_matmul::Error) -> candle_core::Error {
+    candle_core::Error::Msg(format!("fused-linear: {e}"))
 }
 
 /// The frozen part of a linear layer.
@@ -1159,26 +1164,26 @@ impl Frozen {
     /// `y = x Wᵀ + b` for `x` `[n, in]` into `y` `[n, out]`.
     fn forward(&self, x: &[f32], n: usize, y: &mut [f32]) -> CResult<()> {
         let (k, out) = (self.in_dim, self.out_dim);
-        let mut off = 0;
         if let Some(p) = &self.packed {
-            p.w.matmul(x, n, y)
-                .map_err(|e| candle_core::Error::Msg(format!("fused-linear: {e}")))?;
-        }
-        for blk in self.blocks.iter().filter(|_| self.packed.is_none()) {
-            let (oi, _) = blk.dims()?;
-            with_data(blk.tensor(), "fused-linear", |w| {
-                mm(
-                    (n, oi, k),
-                    &mut y[off..],
-                    out,
-                    false,
-                    Mat::rows(x, k),
-                    blk.as_wt(w, k, oi),
-                    1.0,
-                    par(),
-                )
-            })?;
-            off += oi;
+            p.w.matmul(x, n, y).map_err(packed_error)?;
+        } else {
+            let mut off = 0;
+            for blk in &self.blocks {
+                let (oi, _) = blk.dims()?;
+                with_data(blk.tensor(), "fused-linear", |w| {
+                    mm(
+                        (n, oi, k),
+                        &mut y[off..],
+                        out,
+                        false,
+                        Mat::rows(x, k),
+                        blk.as_wt(w, k, oi),
+                        1.0,
+                        par(),
+                    )
+                })?;
+                off += oi;
+            }
         }
         if let Some(b) = &self.bias {
             y.par_chunks_mut(out).for_each(|row| {
@@ -1192,10 +1197,7 @@ impl Frozen {
     fn input_grad(&self, g: &[f32], n: usize, dx: &mut [f32]) -> CResult<()> {
         let (k, out) = (self.in_dim, self.out_dim);
         if let Some(p) = &self.packed {
-            return p
-                .wt
-                .matmul(g, n, dx)
-                .map_err(|e| candle_core::Error::Msg(format!("fused-linear: {e}")));
+            return p.wt.matmul(g, n, dx).map_err(packed_error);
         }
         let mut off = 0;
         for (i, blk) in self.blocks.iter().enumerate() {
